@@ -1,0 +1,9 @@
+"""User-facing errors. The CLI prints these as one message and exits non-zero (no traceback)."""
+
+
+class VidtuneError(Exception):
+    """An error caused by user input (recipe, prompt, path, checkpoint) that the user can act on."""
+
+
+class ConfigError(VidtuneError):
+    """A recipe or override is malformed: unknown key, wrong type or invalid value."""

@@ -1,0 +1,70 @@
+"""ShapeWorld datasets: deterministic (scene, seed) lists, T2V/I2V clip banks and the held-out split."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from vidtune.config import WorldConfig
+from vidtune.world.grammar import Scene, caption, loose, random_scene
+from vidtune.world.render import Clip, InfeasibleScene, render
+
+Split = Literal["train", "heldout", "any"]
+
+
+@dataclass(frozen=True)
+class Example:
+    scene: Scene
+    seed: int
+
+    def render(self, world: WorldConfig) -> Clip:
+        return render(self.scene, self.seed, frames=world.frames, size=world.size)
+
+
+def examples(n: int, seed: int, world: WorldConfig, split: Split = "train") -> list[Example]:
+    """``n`` renderable examples drawn deterministically from ``seed``.
+
+    ``train`` never contains a held-out colour/shape composition; ``heldout`` contains only those.
+    Scenes that do not fit the canvas are skipped, so every returned example renders.
+    """
+    rng = random.Random(f"shapeworld:{seed}:{split}")
+    heldout = {"train": False, "heldout": True, "any": None}[split]
+    out: list[Example] = []
+    while len(out) < n:
+        scene = random_scene(rng, max_count=world.max_count, p_then=world.p_then, p_camera=world.p_camera,
+                             p_pour=world.p_pour, heldout=heldout)
+        clip_seed = rng.randrange(2**31)
+        try:
+            render(scene, clip_seed, frames=world.frames, size=world.size)
+        except InfeasibleScene:
+            continue
+        out.append(Example(scene, clip_seed))
+    return out
+
+
+def captions(exs: list[Example], style: Literal["loose", "instruction"], seed: int, p_motion: float) -> list[str]:
+    """Captions of a list of examples. Loose captions name the first motion with probability ``p_motion``."""
+    rng = random.Random(f"captions:{seed}")
+    if style == "instruction":
+        return [caption(e.scene) for e in exs]
+    return [caption(loose(e.scene, with_motion=rng.random() < p_motion)) for e in exs]
+
+
+def to_tensor(video: np.ndarray) -> torch.Tensor:
+    """[T, H, W, 3] float in [0, 1] → [T, 3, H, W] float32 (the project's pixel-video layout)."""
+    return torch.from_numpy(np.ascontiguousarray(video)).permute(0, 3, 1, 2).float()
+
+
+def render_bank(exs: list[Example], world: WorldConfig, progress: bool = True) -> torch.Tensor:
+    """Render examples into one uint8 tensor [N, T, 3, H, W] (compact enough to hold tens of thousands)."""
+    from vidtune.progress import track
+
+    bank = torch.empty((len(exs), world.frames, 3, world.size, world.size), dtype=torch.uint8)
+    for i, e in enumerate(track(exs, "rendering clips", disable=not progress)):
+        v = e.render(world).video
+        bank[i] = torch.from_numpy((v * 255.0 + 0.5).astype(np.uint8)).permute(0, 3, 1, 2)
+    return bank

@@ -1,0 +1,207 @@
+"""ShapeWorld prompt grammar: structured scenes <-> captions (generate, render to text, parse back).
+
+Instruction caption (full control)::
+
+    [count] [size] colour shape[s] motion [, then motion] [, camera pans dir]
+    e.g. "two small red circles move right, then fall, camera pans left"
+         "blue particles pour"
+
+Loose caption (pretraining): "a red circle" and, with some probability, the first motion verb.
+``parse(caption)`` inverts both styles; fields a loose caption does not state are ``None``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+from vidtune.errors import VidtuneError
+
+COLOURS = ("red", "green", "blue", "yellow", "magenta", "cyan")
+SHAPES = ("circle", "square", "triangle")
+SIZES = ("small", "large")
+MOTIONS = ("left", "right", "up", "down", "still", "fall", "bounce")
+CAMERAS = ("static", "left", "right", "up", "down")
+COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
+WORD_COUNTS = {v: k for k, v in COUNT_WORDS.items()} | {"a": 1, "an": 1}
+
+# verb phrases, singular / plural subject
+_MOTION_PHRASE = {
+    "left": ("moves left", "move left"),
+    "right": ("moves right", "move right"),
+    "up": ("moves up", "move up"),
+    "down": ("moves down", "move down"),
+    "still": ("stays still", "stay still"),
+    "fall": ("falls", "fall"),
+    "bounce": ("bounces", "bounce"),
+}
+_PHRASE_MOTION = {p: m for m, pair in _MOTION_PHRASE.items() for p in pair}
+
+# Attribute compositions never seen in training (one colour per shape); evaluation's held-out split.
+HELDOUT_COMPOSITIONS = frozenset({("red", "triangle"), ("green", "circle"), ("blue", "square")})
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A parsed prompt. ``None`` marks an attribute the caption leaves open (loose captions)."""
+
+    colour: str
+    shape: str | None = None  # None for a particle pour
+    size: str | None = "small"
+    count: int | None = 1
+    motions: tuple[str, ...] | None = ("still",)
+    camera: str | None = "static"
+    pour: bool = False
+
+    @property
+    def is_heldout(self) -> bool:
+        return (self.colour, self.shape) in HELDOUT_COMPOSITIONS
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """Slice labels used by evaluation (camera, physics, count, colour, ordering)."""
+        cats = ["colour"]
+        if self.camera not in (None, "static"):
+            cats.append("camera")
+        if self.pour or (self.motions and any(m in ("fall", "bounce") for m in self.motions)):
+            cats.append("physics")
+        if self.count and self.count > 1:
+            cats.append("count")
+        if self.motions and len(self.motions) > 1:
+            cats.append("ordering")
+        return tuple(cats)
+
+
+def caption(scene: Scene) -> str:
+    """Render a scene as text. Open attributes (None) are omitted, which yields a loose caption."""
+    if scene.pour:
+        text = f"{scene.colour} particles pour"
+    else:
+        n = scene.count or 1
+        plural = n > 1
+        head = COUNT_WORDS[n] if scene.count is not None else "a"
+        words = [head]
+        if scene.size is not None:
+            words.append(scene.size)
+        words += [scene.colour, scene.shape + ("s" if plural else "")]
+        text = " ".join(words)
+        if scene.motions:
+            phrases = [_MOTION_PHRASE[m][1 if plural else 0] for m in scene.motions]
+            text += " " + ", then ".join(phrases)
+    if scene.camera not in (None, "static"):
+        text += f", camera pans {scene.camera}"
+    return text
+
+
+def loose(scene: Scene, with_motion: bool) -> Scene:
+    """The loose-caption view of a full scene: colour and shape, optionally the first motion."""
+    if scene.pour:
+        return replace(scene, camera=None)
+    motions = scene.motions[:1] if (with_motion and scene.motions) else None
+    return replace(scene, size=None, count=None, motions=motions, camera=None)
+
+
+def vocabulary() -> list[str]:
+    """Every word the grammar can produce (the tiny text encoder's vocabulary)."""
+    words = {"a", "an", "then", "camera", "pans", "particles", "pour", ","}
+    words |= set(COLOURS) | set(SIZES) | set(COUNT_WORDS.values())
+    words |= set(SHAPES) | {s + "s" for s in SHAPES}
+    for pair in _MOTION_PHRASE.values():
+        for p in pair:
+            words |= set(p.split())
+    words |= {c for c in CAMERAS if c != "static"}
+    return sorted(words)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words with commas as separate tokens."""
+    return text.lower().replace(",", " , ").split()
+
+
+def check_words(text: str) -> None:
+    """Raise a clear error naming every word outside the world's vocabulary."""
+    vocab = set(vocabulary())
+    unknown = [w for w in tokenize(text) if w not in vocab]
+    if unknown:
+        import difflib
+
+        hints = []
+        for w in unknown:
+            close = difflib.get_close_matches(w, sorted(vocab), n=1)
+            hints.append(f"'{w}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        raise VidtuneError(f"unknown word(s) in prompt {text!r}: {', '.join(hints)}")
+
+
+def parse(text: str) -> Scene:
+    """Parse an instruction or loose caption back into a :class:`Scene` (inverse of :func:`caption`)."""
+    check_words(text)
+    clauses = [c.strip() for c in text.lower().split(",") if c.strip()]
+    camera: str | None = None
+    if clauses and clauses[-1].startswith("camera pans"):
+        camera = clauses.pop()[len("camera pans") :].strip()
+        if camera not in CAMERAS:
+            raise VidtuneError(f"cannot parse camera direction {camera!r} in prompt {text!r}")
+    if not clauses:
+        raise VidtuneError(f"prompt {text!r} names no object")
+    words = clauses[0].split()
+    if len(words) >= 3 and words[1:3] == ["particles", "pour"] and words[0] in COLOURS and len(clauses) == 1:
+        return Scene(colour=words[0], shape=None, size=None, count=None, motions=None, camera=camera, pour=True)
+    if not words or words[0] not in WORD_COUNTS:
+        raise VidtuneError(f"prompt {text!r} must start with a count word (a, one, two, three) or a colour pour")
+    count = WORD_COUNTS[words[0]]
+    explicit_count = words[0] not in ("a", "an")
+    i = 1
+    size = None
+    if i < len(words) and words[i] in SIZES:
+        size, i = words[i], i + 1
+    if i + 1 >= len(words) + 1 or i >= len(words) or words[i] not in COLOURS:
+        raise VidtuneError(f"prompt {text!r}: expected a colour after the count/size")
+    colour, i = words[i], i + 1
+    if i >= len(words):
+        raise VidtuneError(f"prompt {text!r}: expected a shape after the colour")
+    noun = words[i]
+    shape = noun[:-1] if noun.endswith("s") and noun[:-1] in SHAPES else noun
+    if shape not in SHAPES:
+        raise VidtuneError(f"prompt {text!r}: unknown shape {noun!r}")
+    if (noun != shape) != (count > 1):
+        raise VidtuneError(f"prompt {text!r}: count {count} does not agree with {noun!r}")
+    phrases = [" ".join(words[i + 1 :])] if len(words) > i + 1 else []
+    for clause in clauses[1:]:
+        if not clause.startswith("then "):
+            raise VidtuneError(f"prompt {text!r}: cannot parse clause {clause!r} (expected 'then ...')")
+        phrases.append(clause[len("then ") :])
+    motions = []
+    for p in phrases:
+        if p not in _PHRASE_MOTION:
+            raise VidtuneError(f"prompt {text!r}: unknown motion {p!r}")
+        motions.append(_PHRASE_MOTION[p])
+    return Scene(
+        colour=colour,
+        shape=shape,
+        size=size,
+        count=count if (explicit_count or count > 1) else (1 if size is not None else None),
+        motions=tuple(motions) if motions else None,
+        camera=camera,
+    )
+
+
+def random_scene(rng: random.Random, *, max_count: int = 3, p_then: float = 0.25, p_camera: float = 0.25,
+                 p_pour: float = 0.05, heldout: bool | None = False) -> Scene:
+    """Draw a full scene. ``heldout=False`` excludes held-out compositions, ``True`` draws only them, ``None`` any."""
+    camera = rng.choice(CAMERAS[1:]) if rng.random() < p_camera else "static"
+    if heldout is not True and rng.random() < p_pour:
+        return Scene(colour=rng.choice(COLOURS), shape=None, size=None, count=None, motions=None,
+                     camera=camera, pour=True)
+    while True:
+        colour, shape = rng.choice(COLOURS), rng.choice(SHAPES)
+        if heldout is None or ((colour, shape) in HELDOUT_COMPOSITIONS) == heldout:
+            break
+    first = rng.choice(MOTIONS)
+    motions: tuple[str, ...] = (first,)
+    if rng.random() < p_then:
+        # a sequence must be visible: the second segment differs from the first; bounce only ends a clip
+        options = [m for m in MOTIONS if m != first and m != "bounce"] if first != "bounce" else []
+        if options:
+            motions = (first, rng.choice(options))
+    return Scene(colour=colour, shape=shape, size=rng.choice(SIZES), count=rng.randint(1, max_count),
+                 motions=motions, camera=camera)
