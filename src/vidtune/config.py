@@ -79,6 +79,7 @@ class PretrainConfig(Section):
     """Stage 0: flow-matching pretraining on loose captions (stages/pretrain.py)."""
 
     steps: int = Field(20000, ge=1, description="Optimiser steps.")
+    dataset_size: int = Field(16384, ge=1, description="Rendered training clips (held-out compositions excluded).")
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)

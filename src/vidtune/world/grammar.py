@@ -7,7 +7,8 @@ Instruction caption (full control)::
          "blue particles pour"
 
 Loose caption (pretraining): "a red circle" and, with some probability, the first motion verb.
-``parse(caption)`` inverts both styles; fields a loose caption does not state are ``None``.
+``parse(caption)`` inverts both styles; fields a loose caption does not state are ``None``. An instruction caption
+always starts with a count word (one, two, three), a loose one with "a"; a pour caption has no loose form.
 """
 
 from __future__ import annotations
@@ -95,8 +96,8 @@ def caption(scene: Scene) -> str:
 
 def loose(scene: Scene, with_motion: bool) -> Scene:
     """The loose-caption view of a full scene: colour and shape, optionally the first motion."""
-    if scene.pour:
-        return replace(scene, camera=None)
+    if scene.pour:  # a pour caption names no count/size/motion to drop; keep it whole
+        return scene
     motions = scene.motions[:1] if (with_motion and scene.motions) else None
     return replace(scene, size=None, count=None, motions=motions, camera=None)
 
@@ -145,7 +146,8 @@ def parse(text: str) -> Scene:
         raise VidtuneError(f"prompt {text!r} names no object")
     words = clauses[0].split()
     if len(words) >= 3 and words[1:3] == ["particles", "pour"] and words[0] in COLOURS and len(clauses) == 1:
-        return Scene(colour=words[0], shape=None, size=None, count=None, motions=None, camera=camera, pour=True)
+        return Scene(colour=words[0], shape=None, size=None, count=None, motions=None, camera=camera or "static",
+                     pour=True)
     if not words or words[0] not in WORD_COUNTS:
         raise VidtuneError(f"prompt {text!r} must start with a count word (a, one, two, three) or a colour pour")
     count = WORD_COUNTS[words[0]]
@@ -154,7 +156,7 @@ def parse(text: str) -> Scene:
     size = None
     if i < len(words) and words[i] in SIZES:
         size, i = words[i], i + 1
-    if i + 1 >= len(words) + 1 or i >= len(words) or words[i] not in COLOURS:
+    if i >= len(words) or words[i] not in COLOURS:
         raise VidtuneError(f"prompt {text!r}: expected a colour after the count/size")
     colour, i = words[i], i + 1
     if i >= len(words):
@@ -181,7 +183,8 @@ def parse(text: str) -> Scene:
         size=size,
         count=count if (explicit_count or count > 1) else (1 if size is not None else None),
         motions=tuple(motions) if motions else None,
-        camera=camera,
+        # instruction captions (explicit count) state the camera whenever it moves; loose ones leave it open
+        camera=camera or ("static" if explicit_count else None),
     )
 
 

@@ -1,0 +1,82 @@
+"""Flow-matching interpolation, velocity targets, per-sample errors and timestep samplers.
+
+ALGORITHMS.md Notation and §7.1. Flow time t ∈ [0, 1]: t = 1 is pure noise, t = 0 data;
+x_t = (1 − t)·x_0 + t·ε and the velocity target is v = ε − x_0 (rectified flow, Liu et al. 2022).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+
+def _bcast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape + (1,) * (like.ndim - t.ndim))
+
+
+def interpolate(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """ALGORITHMS.md Notation: x_t = (1 − t)·x_0 + t·ε.  x0, eps: [B, ...]; t: [B]. t = 0 gives x_0, t = 1 gives ε."""
+    tb = _bcast(t.to(x0.dtype), x0)
+    return (1 - tb) * x0 + tb * eps
+
+
+def velocity_target(x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """ALGORITHMS.md Notation: v = ε − x_0 (constant along the straight path)."""
+    return eps - x0
+
+
+def implied_x0(xt: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """ALGORITHMS.md Notation: x̂_0 = x_t − t·v_θ (exact when v_θ = ε − x_0)."""
+    return xt - _bcast(t.to(xt.dtype), xt) * v
+
+
+def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """ALGORITHMS.md §7.1: e_b = (1/D)·Σ_e (pred − target)²_e, mean over all non-batch dims → [B]."""
+    return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+
+
+def weighted_fm_loss(errors: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """ALGORITHMS.md §7.1: L_FM = (1/B)·Σ_b ω_b·e_b (ω ≡ 1 when ``weights`` is None)."""
+    return errors.mean() if weights is None else (weights.to(errors.dtype) * errors).mean()
+
+
+def sample_t(
+    n: int,
+    generator: torch.Generator,
+    kind: Literal["logit_normal", "shifted_uniform", "uniform"] = "logit_normal",
+    *,
+    loc: float = 0.0,
+    scale: float = 1.0,
+    shift: float = 3.0,
+) -> torch.Tensor:
+    """ALGORITHMS.md §7.1, timestep samplers → [n] in (0, 1).
+
+    ``logit_normal``: t = sigmoid(loc + scale·n), n ~ N(0, 1) (Esser et al. 2024); median sigmoid(loc).
+    ``shifted_uniform``: u ~ U(0, 1), t = k·u / (1 + (k − 1)·u), k = ``shift``; median k/(k+1); k = 1 is uniform.
+    """
+    match kind:
+        case "logit_normal":
+            return torch.sigmoid(loc + scale * torch.randn(n, generator=generator))
+        case "shifted_uniform":
+            return shift_time(torch.rand(n, generator=generator), shift)
+        case "uniform":
+            return torch.rand(n, generator=generator)
+    raise ValueError(f"unknown timestep sampler {kind!r}")
+
+
+def shift_time(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """ALGORITHMS.md §1 Defaults, time shift: t ← k·t / (1 + (k − 1)·t). k = 1 is the identity; fixes 0 and 1."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def time_grid(steps: int, shift: float = 1.0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """ALGORITHMS.md §1: grid 1 = t_0 > t_1 > … > t_S = 0 of ``steps`` uniform transitions, then shifted → [S+1]."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return shift_time(torch.linspace(1.0, 0.0, steps + 1, dtype=dtype), shift)
+
+
+def cfg_combine(v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022): v = v_u + w·(v_c − v_u). w = 1 gives v_c, w = 0 gives v_u."""
+    return v_uncond + scale * (v_cond - v_uncond)

@@ -1,0 +1,177 @@
+"""The embedded generator: a pixel-space flow-matching video DiT for ShapeWorld (T2V and I2V).
+
+Latents are the pixel video rescaled to [−1, 1] and laid out [B, 3, F, H, W], so ``encode_video``/``decode`` are
+affine maps. Image-to-video conditioning concatenates the clean first frame (at latent frame 0, zeros elsewhere)
+and a mask channel to the input, the way Wan's I2V concatenates its condition latents and mask.
+A model is saved as a folder ``{config.json, model.safetensors}``; ``builtin:base`` is the shipped base model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vidtune.errors import VidtuneError
+from vidtune.models.dit import VideoDiT
+from vidtune.models.policy import Cond
+from vidtune.models.text import WordTokenizer
+from vidtune.world.grammar import vocabulary
+
+BUILTIN = {"base": "base"}
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    frames: int = 8
+    size: int = 32
+    patch: tuple[int, int, int] = (1, 8, 8)
+    hidden: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    text_len: int = 16
+    text_layers: int = 2
+    vocab: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TinyConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known - {"type"}
+        if unknown:
+            raise VidtuneError(f"unknown keys in tiny model config: {sorted(unknown)}")
+        d = {k: v for k, v in d.items() if k in known}
+        if "patch" in d:
+            d["patch"] = tuple(d["patch"])
+        if "vocab" in d:
+            d["vocab"] = tuple(d["vocab"])
+        return cls(**d)
+
+
+class TinyVideoPolicy(nn.Module):
+    """``VideoPolicy`` implementation for the embedded DiT."""
+
+    latent_channels = 3
+
+    def __init__(self, config: TinyConfig):
+        super().__init__()
+        if not config.vocab:
+            config = TinyConfig(**{**asdict(config), "vocab": tuple(vocabulary())})
+        self.config = config
+        self.tokenizer = WordTokenizer(list(config.vocab), config.text_len)
+        self.net = VideoDiT(
+            in_channels=7, out_channels=3, frames=config.frames, size=config.size, patch=config.patch,
+            hidden=config.hidden, depth=config.depth, heads=config.heads, mlp_ratio=config.mlp_ratio,
+            vocab_size=self.tokenizer.size, text_len=config.text_len, text_layers=config.text_layers,
+        )
+
+    # ----------------------------------------------------------------------------------------- protocol
+    def encode_prompts(self, prompts: list[str], images: torch.Tensor | None = None,
+                       image_mask: torch.Tensor | None = None) -> Cond:
+        """Token ids and mask; for I2V also the first frames ``images`` [B, 3, H, W] in [0, 1] and an optional
+        per-row ``image_mask`` [B] (rows with mask 0 are text-only)."""
+        cond = {k: v.to(self.device) for k, v in self.tokenizer(list(prompts)).items()}
+        if images is not None:
+            c = self.config
+            if images.shape != (len(prompts), 3, c.size, c.size):
+                raise VidtuneError(f"conditioning images must be [{len(prompts)}, 3, {c.size}, {c.size}], "
+                                   f"got {tuple(images.shape)}")
+            mask = torch.ones(len(prompts)) if image_mask is None else image_mask.float()
+            cond["image"] = images.to(self.device).float()
+            cond["image_mask"] = mask.to(self.device)
+        return cond
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        if video.ndim != 5 or video.shape[2] != 3:
+            raise VidtuneError(f"expected a video batch [B, F, 3, H, W], got shape {tuple(video.shape)}")
+        return (video * 2 - 1).permute(0, 2, 1, 3, 4).contiguous()
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return ((latents.float().permute(0, 2, 1, 3, 4) + 1) / 2).clamp(0, 1)
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        c = self.config
+        if (frames, height, width) != (c.frames, c.size, c.size):
+            raise VidtuneError(
+                f"this model generates {c.frames}x{c.size}x{c.size} clips, not {frames}x{height}x{width}"
+            )
+        return (3, frames, height, width)
+
+    def image_condition(self, cond: Cond, batch: int) -> torch.Tensor:
+        """[B, 4, F, H, W]: the first frame in [−1, 1] at latent frame 0 plus a mask channel (zeros for T2V)."""
+        c = self.config
+        out = torch.zeros(batch, 4, c.frames, c.size, c.size, device=self.device)
+        if "image" in cond:
+            m = cond["image_mask"].view(batch, 1, 1, 1)
+            out[:, :3, 0] = (cond["image"] * 2 - 1) * m
+            out[:, 3, 0] = m[:, 0]
+        return out
+
+    def velocity(self, latents: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
+        b = latents.shape[0]
+        t = torch.as_tensor(t, dtype=torch.float32, device=latents.device)
+        t = t.expand(b) if t.ndim == 0 else t
+        x = torch.cat([latents.float(), self.image_condition(cond, b)], dim=1)
+        return self.net(x, t, cond["tokens"], cond["mask"])
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ----------------------------------------------------------------------------------------- save/load
+    def save_pretrained(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        cfg = {"type": "tiny_dit", **asdict(self.config)}
+        tmp = folder / "config.json.tmp"
+        tmp.write_text(json.dumps(cfg, indent=1))
+        tmp.replace(folder / "config.json")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / "model.safetensors.tmp"))
+        (folder / "model.safetensors.tmp").replace(folder / "model.safetensors")
+        return folder
+
+
+def builtin_path(name: str) -> Path:
+    if name not in BUILTIN:
+        raise VidtuneError(f"unknown builtin model 'builtin:{name}' (available: {', '.join(BUILTIN)})")
+    return Path(str(resources.files("vidtune") / "assets" / BUILTIN[name]))
+
+
+def resolve_model_path(spec: str | Path) -> Path:
+    spec = str(spec)
+    return builtin_path(spec.split(":", 1)[1]) if spec.startswith("builtin:") else Path(spec)
+
+
+def load_tiny(spec: str | Path) -> TinyVideoPolicy:
+    """Load a tiny model folder (or ``builtin:base``) with a clear error for a missing or broken folder."""
+    folder = resolve_model_path(spec)
+    cfg_file, weights = folder / "config.json", folder / "model.safetensors"
+    if not folder.is_dir():
+        raise VidtuneError(f"checkpoint folder not found: {folder}")
+    for f in (cfg_file, weights):
+        if not f.is_file():
+            raise VidtuneError(f"checkpoint folder {folder} has no {f.name}")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise VidtuneError(f"{cfg_file} is not valid JSON: {e}") from None
+    if cfg.get("type") != "tiny_dit":
+        raise VidtuneError(f"{cfg_file}: expected type 'tiny_dit', got {cfg.get('type')!r}")
+    model = TinyVideoPolicy(TinyConfig.from_dict(cfg))
+    try:
+        missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    except RuntimeError as e:
+        raise VidtuneError(f"weights in {weights} do not match {cfg_file}: {str(e).splitlines()[0]}") from None
+    if missing or unexpected:
+        raise VidtuneError(f"weights in {weights} do not match the config (missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]})")
+    return model.eval()

@@ -1,0 +1,141 @@
+"""SDE rollouts with stored transitions and per-step log-probabilities, and their recomputation under π_θ.
+
+ALGORITHMS.md §1 "Rollout procedure". The math (step mean/std, Gaussian log-density, reductions) is imported from
+:mod:`vidtune.math.sde`; this module owns the loop, the random streams and the bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from vidtune.errors import ConfigError
+from vidtune.math.flow_matching import time_grid
+from vidtune.math.sde import gaussian_logprob, noise_level, reduce_logprob, sde_step
+from vidtune.models.policy import Cond, VideoPolicy
+from vidtune.sampling.ode import guided_velocity, seeded_noise
+from vidtune.types import Rollout
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """Sampler settings of Stage II rollouts (ALGORITHMS.md §1 Defaults)."""
+
+    steps: int = 16
+    shift: float = 1.0
+    schedule: Literal["dance", "flow_grpo"] = "dance"
+    eta: float = 0.3
+    a: float = 0.7
+    guidance: float = 1.0
+    share_init_noise: bool = True
+    train_fraction: float = 0.6
+    final_step: Literal["ode", "sde"] = "ode"
+    sde_window: tuple[int, int, int] | None = None  # (w, lo, hi) or None
+    reduction: Literal["scalar", "dense"] = "scalar"
+
+    def validate(self) -> None:
+        s = self.steps
+        if s < 2:
+            raise ConfigError(f"rollout.steps must be >= 2 (the final transition is never trained), got {s}")
+        level = self.eta if self.schedule == "dance" else self.a
+        if level <= 0:
+            raise ConfigError(f"rollout noise level is 0 ({self.schedule}): no transition is stochastic, so none "
+                              "is trainable and shared initial noise would give identical rollouts")
+        if self.sde_window is not None:
+            w, lo, hi = self.sde_window
+            if not (w >= 1 and 0 <= lo and lo + w <= hi <= s - 1):
+                raise ConfigError(f"rollout.sde_window (w={w}, lo={lo}, hi={hi}) must satisfy 1 <= w, "
+                                  f"0 <= lo, lo + w <= hi <= steps - 1 = {s - 1}")
+
+
+def noisy_set(spec: RolloutSpec, generator: torch.Generator) -> torch.Tensor:
+    """Bool [S]: transitions taken as SDE steps (§1 step 3–4). One window draw per rollout batch."""
+    s = spec.steps
+    noisy = torch.ones(s, dtype=torch.bool)
+    if spec.sde_window is not None:
+        w, lo, hi = spec.sde_window
+        k = int(torch.randint(lo, hi - w + 1, (1,), generator=generator))
+        noisy[:] = False
+        noisy[k : k + w] = True
+    if spec.final_step == "ode":
+        noisy[s - 1] = False
+    return noisy
+
+
+def trainable_steps(spec: RolloutSpec, noisy: torch.Tensor, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """[B, n] trained transitions per sample (§1 step 5): noisy minus the final one; without a window
+    n = max(1, ⌊f·(S−1)⌋) of them drawn without replacement independently per sample; with a window, all."""
+    cand = torch.nonzero(noisy[: spec.steps - 1]).flatten()
+    if spec.sde_window is not None:
+        return cand.expand(batch, -1).clone()
+    n = min(len(cand), max(1, int(spec.train_fraction * (spec.steps - 1))))
+    rows = [cand[torch.randperm(len(cand), generator=generator)[:n]].sort().values for _ in range(batch)]
+    return torch.stack(rows)
+
+
+def _sigmas(spec: RolloutSpec, grid: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+    sig = noise_level(grid[:-1], grid[1:], spec.schedule, spec.eta, spec.a)
+    return torch.where(noisy, sig, torch.zeros_like(sig))
+
+
+@torch.no_grad()
+def rollout(policy: VideoPolicy, cond: Cond, uncond: Cond | None, prompts: list[str], group_size: int,
+            spec: RolloutSpec, seed: int, latent_shape: Sequence[int]) -> Rollout:
+    """G rollouts per prompt (``cond``/``prompts`` already repeated G times, prompt-major) with stored states,
+    σ_s and ``logp_old`` of every trained transition (§1 steps 1–5)."""
+    spec.validate()
+    b = len(prompts)
+    if b % group_size:
+        raise ValueError(f"batch {b} is not a multiple of the group size {group_size}")
+    batch_gen = torch.Generator().manual_seed(seed)
+    grid = time_grid(spec.steps, spec.shift)
+    noisy = noisy_set(spec, batch_gen)
+    sigmas = _sigmas(spec, grid, noisy)
+    train = trainable_steps(spec, noisy, b, batch_gen)
+    init_seeds = [seed * 7919 + (i // group_size if spec.share_init_noise else i) * 104729 + 1 for i in range(b)]
+    sample_gens = [torch.Generator().manual_seed(seed * 15485863 + i * 2 + 1) for i in range(b)]
+
+    x = seeded_noise(init_seeds, tuple(latent_shape))
+    states = [x]
+    logps = torch.zeros((b, spec.steps) + ((() if spec.reduction == "scalar" else tuple(latent_shape[1:]))))
+    for s in range(spec.steps):
+        t = torch.full((b,), float(grid[s]))
+        v = guided_velocity(policy, x, t, cond, uncond, spec.guidance).float()
+        if not torch.isfinite(v).all():
+            raise FloatingPointError(f"non-finite velocity at transition {s}; rollout batch discarded")
+        step = sde_step(x, v, grid[s], grid[s + 1], sigmas[s])
+        if sigmas[s] > 0:
+            xi = torch.stack([torch.randn(x.shape[1:], generator=g) for g in sample_gens])
+            x_next = step.mean + step.std * xi
+            logps[:, s] = reduce_logprob(gaussian_logprob(x_next, step.mean, step.std), spec.reduction)
+        else:
+            x_next = step.mean
+        states.append(x_next)
+        x = x_next
+    logp_old = torch.stack([logps[i, train[i]] for i in range(b)])
+    return Rollout(states=torch.stack(states, 1), grid=grid, sigmas=sigmas, train_steps=train, logp_old=logp_old,
+                   prompts=list(prompts), seeds=init_seeds, group_size=group_size, guidance=spec.guidance,
+                   reduction=spec.reduction, meta={"spec": spec, "seed": seed})
+
+
+def transition_logprob(policy: VideoPolicy, ro: Rollout, cond: Cond, uncond: Cond | None, rows: torch.Tensor,
+                       step_col: int, reduction: str | None = None) -> torch.Tensor:
+    """log π_θ(x_{s+1} | x_s) of column ``step_col`` of ``train_steps`` for the samples ``rows`` (§1 step 6),
+    with gradient. Uses exactly the stored states, grid, σ and guidance of the rollout."""
+    reduction = reduction or ro.reduction
+    if reduction != ro.reduction and ro.meta.get("strict", True):
+        raise ValueError(f"reduction {reduction!r} differs from the rollout's {ro.reduction!r}")
+    s = ro.train_steps[rows, step_col]
+    x = ro.states[rows, s]
+    x_next = ro.states[rows, s + 1]
+    t = ro.grid[s].float()
+    t_next = ro.grid[s + 1]
+    sig = ro.sigmas[s]
+    c = {k: v[rows] for k, v in cond.items()}
+    u = None if uncond is None else {k: v[rows] for k, v in uncond.items()}
+    v = guided_velocity(policy, x, t, c, u, ro.guidance).float()
+    step = sde_step(x, v, ro.grid[s].double(), t_next.double(), sig.double())
+    return reduce_logprob(gaussian_logprob(x_next, step.mean, step.std), reduction)

@@ -1,0 +1,108 @@
+"""Stage 0 — flow-matching pretraining of the tiny generator on loose captions (the shipped base model).
+
+Each step's data (clip indices, t, noise, prompt dropout, I2V choice) is a pure function of (seed, step), so a
+resumed run sees exactly the batches an uninterrupted run would. Checkpoints are written atomically every
+``pretrain.ckpt_every`` steps; the EMA weights are exported as a model folder ``<run>/pretrain/model``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from vidtune.config import Recipe
+from vidtune.math.flow_matching import interpolate, per_sample_mse, sample_t, velocity_target, weighted_fm_loss
+from vidtune.models.tiny import TinyConfig, TinyVideoPolicy, load_tiny
+from vidtune.progress import make_progress
+from vidtune.runlog import MetricsWriter, atomic_torch_save, load_checkpoint, make_run_dir
+from vidtune.world.dataset import captions, examples, render_bank
+
+
+def build_model(recipe: Recipe) -> TinyVideoPolicy:
+    m, w = recipe.model, recipe.world
+    if m.init is not None:
+        return load_tiny(m.init)
+    cfg = TinyConfig(frames=w.frames, size=w.size, patch=m.patch, hidden=m.hidden, depth=m.depth, heads=m.heads,
+                     mlp_ratio=m.mlp_ratio, text_len=m.text_len, text_layers=m.text_layers)
+    torch.manual_seed(recipe.run.seed)
+    return TinyVideoPolicy(cfg)
+
+
+def lr_at(step: int, base: float, warmup: int) -> float:
+    return base * min(1.0, (step + 1) / max(1, warmup))
+
+
+def step_batch(step: int, seed: int, n_data: int, batch: int, p_drop: float, p_i2v: float, t_sampler: str):
+    """The random choices of one step, drawn from a generator seeded by (seed, step)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    idx = torch.randint(n_data, (batch,), generator=g)
+    t = sample_t(batch, g, t_sampler)  # type: ignore[arg-type]
+    drop = torch.rand(batch, generator=g) < p_drop
+    i2v = torch.rand(batch, generator=g) < p_i2v
+    return idx, t, drop, i2v, g
+
+
+def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
+    cfg, world, seed = recipe.pretrain, recipe.world, recipe.run.seed
+    torch.set_num_threads(recipe.run.threads)
+    stage_dir = make_run_dir(Path(run_dir) / "pretrain")
+    metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "pretrain")
+
+    exs = examples(cfg.dataset_size, seed, world, split="train")
+    bank = render_bank(exs, world, progress=progress)
+    texts = captions(exs, "loose", seed, world.p_loose_motion)
+
+    model = build_model(recipe).train()
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start = 0
+    ckpt_path = stage_dir / "checkpoint" / "state.pt"
+    if (state := load_checkpoint(ckpt_path)) is not None:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+    print(f"pretrain: {len(exs)} clips, batch {cfg.batch_size}, steps {start}→{cfg.steps}, "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params")
+
+    def save(step: int) -> None:
+        atomic_torch_save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                           "step": step}, ckpt_path)
+        ema.module.save_pretrained(stage_dir / "model")
+
+    t_last, loss_acc, n_acc = time.time(), 0.0, 0
+    with make_progress() as bar:
+        task = bar.add_task("pretrain", total=cfg.steps, completed=start, info="", visible=progress)
+        for step in range(start, cfg.steps):
+            idx, t, drop, i2v, g = step_batch(step, seed, len(exs), cfg.batch_size, cfg.cond_dropout, cfg.p_i2v,
+                                              cfg.t_sampler)
+            video = bank[idx].float() / 255.0
+            x0 = model.encode_video(video)
+            eps = torch.randn(x0.shape, generator=g)
+            prompts = ["" if d else texts[i] for i, d in zip(idx.tolist(), drop.tolist())]
+            cond = model.encode_prompts(prompts, images=video[:, 0], image_mask=i2v)
+            v = model.velocity(interpolate(x0, eps, t), t, cond)
+            loss = weighted_fm_loss(per_sample_mse(v, velocity_target(x0, eps)))
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg.lr, cfg.warmup)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            ema.update_parameters(model)
+            loss_acc, n_acc = loss_acc + loss.item(), n_acc + 1
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                dt = (time.time() - t_last) / n_acc
+                metrics.log(step + 1, loss=loss_acc / n_acc, grad_norm=float(gnorm), lr=opt.param_groups[0]["lr"],
+                            step_time=dt)
+                bar.update(task, info=f"loss {loss_acc / n_acc:.4f}  {dt * 1000:.0f} ms/step")
+                t_last, loss_acc, n_acc = time.time(), 0.0, 0
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+                save(step + 1)
+            bar.advance(task)
+    if start >= cfg.steps and not (stage_dir / "model" / "config.json").exists():
+        save(cfg.steps)
+    return stage_dir / "model"

@@ -1,0 +1,73 @@
+"""The embedded generator: protocol, save/load, I2V conditioning, sampling."""
+
+import pytest
+import torch
+
+from vidtune.errors import VidtuneError
+from vidtune.models.policy import VideoPolicy
+from vidtune.models.tiny import load_tiny
+from vidtune.sampling.ode import generate, sample_ode, seeded_noise
+
+
+def test_implements_protocol_and_latent_round_trip(tiny_policy):
+    assert isinstance(tiny_policy, VideoPolicy)
+    video = torch.rand(2, 4, 3, 16, 16)
+    lat = tiny_policy.encode_video(video)
+    assert lat.shape == (2, 3, 4, 16, 16) == (2, *tiny_policy.latent_shape(4, 16, 16))
+    assert torch.allclose(tiny_policy.decode(lat), video, atol=1e-6)
+
+
+def test_save_load_gives_identical_outputs(tiny_policy, tmp_path):
+    x = torch.randn(2, 3, 4, 16, 16)
+    cond = tiny_policy.encode_prompts(["a red circle", "two small blue squares fall"])
+    t = torch.tensor([0.3, 0.9])
+    with torch.no_grad():
+        tiny_policy.net.final.weight.normal_()  # zero-initialised output layer would hide a bad load
+        ref = tiny_policy.velocity(x, t, cond)
+        loaded = load_tiny(tiny_policy.save_pretrained(tmp_path / "m"))
+        assert torch.equal(loaded.velocity(x, t, cond), ref)
+
+
+def test_i2v_condition_changes_output_only_when_masked_in(tiny_policy):
+    with torch.no_grad():
+        tiny_policy.net.final.weight.normal_()
+        x = torch.randn(2, 3, 4, 16, 16)
+        img = torch.rand(2, 3, 16, 16)
+        t = torch.tensor([0.5, 0.5])
+        base = tiny_policy.velocity(x, t, tiny_policy.encode_prompts(["a red circle"] * 2))
+        on = tiny_policy.velocity(x, t, tiny_policy.encode_prompts(["a red circle"] * 2, images=img))
+        off = tiny_policy.velocity(x, t, tiny_policy.encode_prompts(["a red circle"] * 2, images=img,
+                                                                    image_mask=torch.zeros(2)))
+    assert not torch.allclose(on, base) and torch.equal(off, base)
+
+
+def test_sampling_is_per_sample_seeded(tiny_policy):
+    """A sample's video depends on its seed only, not on the batch it is generated in."""
+    with torch.no_grad():
+        tiny_policy.net.final.weight.normal_(std=0.1)
+    a = generate(tiny_policy, ["a red circle"] * 3, [1, 2, 3], steps=3, shift=1.0, guidance=2.0, batch_size=3)
+    b = generate(tiny_policy, ["a red circle"], [2], steps=3, shift=1.0, guidance=2.0, batch_size=1)
+    assert a.shape == (3, 4, 3, 16, 16) and 0 <= float(a.min()) and float(a.max()) <= 1
+    assert torch.allclose(a[1], b[0], atol=1e-5)
+
+
+def test_ode_sampler_with_zero_velocity_returns_noise(tiny_policy):
+    """The output layer is zero-initialised, so v ≡ 0 and Euler integration leaves the initial noise unchanged."""
+    noise = seeded_noise([0, 1], (3, 4, 16, 16))
+    cond = tiny_policy.encode_prompts(["a red circle"] * 2)
+    assert torch.equal(sample_ode(tiny_policy, cond, None, noise, steps=4), noise)
+
+
+def test_bad_checkpoint_folders(tmp_path):
+    with pytest.raises(VidtuneError, match="not found"):
+        load_tiny(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VidtuneError, match="no config.json"):
+        load_tiny(tmp_path / "empty")
+    with pytest.raises(VidtuneError, match="unknown builtin"):
+        load_tiny("builtin:nope")
+
+
+def test_unknown_prompt_word_is_named(tiny_policy):
+    with pytest.raises(VidtuneError, match="'dragon'"):
+        tiny_policy.encode_prompts(["a red dragon"])
