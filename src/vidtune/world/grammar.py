@@ -73,6 +73,12 @@ class Scene:
         return tuple(cats)
 
 
+def segment_transitions(n_segments: int, frames: int) -> list[range]:
+    """Transitions 0 … frames−2 split into consecutive near-equal segments, one per motion of a sequence."""
+    edges = [round(i * (frames - 1) / n_segments) for i in range(n_segments + 1)]
+    return [range(edges[i], edges[i + 1]) for i in range(n_segments)]
+
+
 def caption(scene: Scene) -> str:
     """Render a scene as text. Open attributes (None) are omitted, which yields a loose caption."""
     if scene.pour:
@@ -201,10 +207,8 @@ def random_scene(rng: random.Random, *, max_count: int = 3, p_then: float = 0.25
             break
     first = rng.choice(MOTIONS)
     motions: tuple[str, ...] = (first,)
-    if rng.random() < p_then:
-        # a sequence must be visible: the second segment differs from the first; bounce only ends a clip
-        options = [m for m in MOTIONS if m != first and m != "bounce"] if first != "bounce" else []
-        if options:
-            motions = (first, rng.choice(options))
+    if rng.random() < p_then and first != "bounce":
+        # a sequence must be visible: the second segment differs from the first; a bounce needs the whole clip
+        motions = (first, rng.choice([m for m in MOTIONS if m != first and m != "bounce"]))
     return Scene(colour=colour, shape=shape, size=rng.choice(SIZES), count=rng.randint(1, max_count),
                  motions=motions, camera=camera)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vidtune.errors import VidtuneError
-from vidtune.world.grammar import Scene
+from vidtune.world.grammar import Scene, segment_transitions
 
 PALETTE = {
     "red": (0.92, 0.12, 0.10),
@@ -97,12 +97,6 @@ def _texture(params, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- motion
 
 
-def _segment_frames(n_segments: int, frames: int) -> list[range]:
-    """Transition indices 0..frames-2 split into consecutive near-equal segments."""
-    edges = np.linspace(0, frames - 1, n_segments + 1).round().astype(int)
-    return [range(edges[i], edges[i + 1]) for i in range(n_segments)]
-
-
 def relative_trajectory(motions: tuple[str, ...], frames: int, scale: float, floor_drop: float) -> np.ndarray:
     """World displacement [T, 2] from the start position for a motion sequence (before the camera).
 
@@ -111,7 +105,7 @@ def relative_trajectory(motions: tuple[str, ...], frames: int, scale: float, flo
     pos = np.zeros((frames, 2))
     vel = np.zeros(2)
     p = np.zeros(2)
-    for seg, trans in zip(motions, _segment_frames(len(motions), frames)):
+    for seg, trans in zip(motions, segment_transitions(len(motions), frames)):
         for t in trans:
             match seg:
                 case "left" | "right" | "up" | "down":
@@ -182,7 +176,7 @@ def render(scene: Scene, seed: int, frames: int = 8, size: int = 32) -> Clip:
     count = scene.count or int(rng.integers(1, 4))
     motions = scene.motions or (str(rng.choice(["left", "right", "up", "down", "still", "fall", "bounce"])),)
     r = SIZE_RADIUS[size_name] * scale
-    floor_drop = float(rng.uniform(5.0, 9.0)) * scale
+    floor_drop = float(rng.uniform(4.0, 7.0)) * scale
     rel = relative_trajectory(motions, frames, scale, floor_drop) - cam
     prefer = "floor" if "bounce" in motions else ("top" if motions[0] == "fall" else "any")
     starts = _place(rng, rel, r, size, count, prefer)
