@@ -26,7 +26,7 @@ PALETTE = {
     "magenta": (0.90, 0.15, 0.85),
     "cyan": (0.08, 0.85, 0.90),
 }
-SIZE_RADIUS = {"small": 3.0, "large": 5.0}  # half-extent at 32 px; scaled with the canvas
+SIZE_RADIUS = {"small": 3.5, "large": 5.5}  # half-extent at 32 px; scaled with the canvas
 MOVE_SPEED = 1.5  # px / frame at 32 px
 CAMERA_SPEED = 1.0
 GRAVITY = 0.6
@@ -153,7 +153,8 @@ def _place(rng, rel: np.ndarray, r: float, size: int, count: int, prefer: str) -
             elif prefer == "floor":  # bounces start so that the floor is near the bottom
                 s[1] = hi[1] - rng.uniform(0, min(2.0, hi[1] - lo[1]))
             starts.append(s)
-        ok = all(np.linalg.norm(a - b) >= 2 * r + 2 for i, a in enumerate(starts) for b in starts[i + 1 :])
+        # Chebyshev separation: bounding boxes (and so any of the shapes) stay >= 2 px apart
+        ok = all(np.abs(a - b).max() >= 2 * r + 2 for i, a in enumerate(starts) for b in starts[i + 1 :])
         if ok:
             return starts
     return None
