@@ -31,7 +31,7 @@ MOVE_SPEED = 1.5  # px / frame at 32 px
 CAMERA_SPEED = 1.0
 GRAVITY = 0.6
 BOUNCE_GRAVITY = 1.2
-RESTITUTION = 0.75
+RESTITUTION = 0.8
 
 
 class InfeasibleScene(VidtuneError):
@@ -97,6 +97,20 @@ def _texture(params, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- motion
 
 
+def bounce_height(t: float, drop: float, g: float, e: float) -> float:
+    """Displacement below the start at time t of a body dropped from rest ``drop`` px above a floor, bouncing with
+    restitution e: free fall y = ½ g t² until the floor at t₁ = √(2·drop/g), then parabolic arcs whose launch
+    speed shrinks by e at every impact."""
+    t_hit = np.sqrt(2 * drop / g)
+    if t <= t_hit:
+        return 0.5 * g * t * t
+    v, tau = e * g * t_hit, t - t_hit
+    while tau > 2 * v / g and v > 1e-6:
+        tau -= 2 * v / g
+        v *= e
+    return drop - (v * tau - 0.5 * g * tau * tau)
+
+
 def relative_trajectory(motions: tuple[str, ...], frames: int, scale: float, floor_drop: float) -> np.ndarray:
     """World displacement [T, 2] from the start position for a motion sequence (before the camera).
 
@@ -117,14 +131,9 @@ def relative_trajectory(motions: tuple[str, ...], frames: int, scale: float, flo
                 case "fall":
                     vel = np.array([0.0, max(vel[1], 0.0) + GRAVITY * scale])
                     p = p + vel
-                case "bounce":
-                    vy = max(vel[1], 0.0) + BOUNCE_GRAVITY * scale
-                    y = p[1] + vy
-                    if y > floor_drop:  # reflect off the floor at y = floor_drop
-                        y = floor_drop - RESTITUTION * (y - floor_drop)
-                        vy = -RESTITUTION * vy
-                    vel = np.array([0.0, vy])
-                    p = np.array([p[0], y])
+                case "bounce":  # exact ballistic path with elastic-loss reflections (no integrator jitter)
+                    p = np.array([p[0], bounce_height(t + 1, floor_drop, BOUNCE_GRAVITY * scale, RESTITUTION)])
+                    vel = np.zeros(2)
                 case _:
                     raise VidtuneError(f"unknown motion {seg!r}")
             pos[t + 1] = p
@@ -177,7 +186,7 @@ def render(scene: Scene, seed: int, frames: int = 8, size: int = 32) -> Clip:
     count = scene.count or int(rng.integers(1, 4))
     motions = scene.motions or (str(rng.choice(["left", "right", "up", "down", "still", "fall", "bounce"])),)
     r = SIZE_RADIUS[size_name] * scale
-    floor_drop = float(rng.uniform(4.0, 7.0)) * scale
+    floor_drop = float(rng.uniform(5.0, 8.0)) * scale
     rel = relative_trajectory(motions, frames, scale, floor_drop) - cam
     prefer = "floor" if "bounce" in motions else ("top" if motions[0] == "fall" else "any")
     starts = _place(rng, rel, r, size, count, prefer)
