@@ -93,6 +93,49 @@ def sample(
     out.print(f"[green]wrote[/green] {out_path}")
 
 
+def _print_summary(title: str, result: dict, against: dict | None = None) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("mean [95% CI]", justify="right")
+    table.add_column("n", justify="right")
+    if against:
+        table.add_column("Δ vs other", justify="right")
+    for name, row in result["summary"].items():
+        if row["n"] == 0:
+            continue
+        cells = [name, f"{row['mean']:.3f} [{row['low']:.3f}, {row['high']:.3f}]", str(row["n"])]
+        if against:
+            o = against["summary"].get(name, {})
+            cells.append(f"{row['mean'] - o['mean']:+.3f}" if o.get("n") else "")
+        table.add_row(*cells)
+    out.print(table)
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="Model folder or builtin:base.")],
+    against: Annotated[Optional[str], typer.Option(help="A second checkpoint to compare with.")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(help="Recipe for eval/sampling settings.")] = None,
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="JSON output.")] = Path("eval.json"),
+    overrides: Overrides = None,
+):
+    """Evaluate a checkpoint on fixed seen + held-out prompts (deterministic for a fixed eval.seed)."""
+    from vidtune.models.tiny import load_tiny
+    from vidtune.stages.evaluate import evaluate_policy, write_eval
+
+    r = _recipe(recipe, overrides)
+    res = evaluate_policy(load_tiny(checkpoint), r)
+    write_eval(res, out_path)
+    other = None
+    if against:
+        other = evaluate_policy(load_tiny(against), r)
+        write_eval(other, out_path.with_name(out_path.stem + ".against.json"))
+    _print_summary(f"eval {checkpoint}", res, other)
+    out.print(f"[green]wrote[/green] {out_path}")
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

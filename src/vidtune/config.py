@@ -93,6 +93,21 @@ class PretrainConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0)
 
 
+class EvalConfig(Section):
+    """Evaluation between stages and `vidtune eval` (stages/evaluate.py)."""
+
+    n_seen: int = Field(48, ge=0, description="Instruction prompts with compositions seen in training.")
+    n_heldout: int = Field(48, ge=0, description="Prompts with held-out colour/shape compositions.")
+    seed: int = Field(1000, description="Seed of the prompt set and of the sampling noise (fixed across stages).")
+    grid_prompts: int = Field(8, ge=0, description="Prompts shown in the video grid of the report.")
+
+    @model_validator(mode="after")
+    def _some_prompts(self) -> "EvalConfig":
+        if self.n_seen + self.n_heldout == 0:
+            raise ValueError("eval.n_seen + eval.n_heldout must be > 0")
+        return self
+
+
 class Recipe(Section):
     """A whole run. Sections not used by a command are ignored by it but still validated."""
 
@@ -101,6 +116,7 @@ class Recipe(Section):
     model: ModelConfig = ModelConfig()
     sampling: SamplingConfig = SamplingConfig()
     pretrain: PretrainConfig = PretrainConfig()
+    eval: EvalConfig = EvalConfig()
 
 
 # --------------------------------------------------------------------------------------------- loading
