@@ -61,6 +61,16 @@ def pretrain(recipe: RecipeArg = None, overrides: Overrides = None):
 
 
 @app.command()
+def sft(recipe: RecipeArg = None, overrides: Overrides = None):
+    """Stage I: SFT on instruction captions with structure-aware weights (resumes from the run directory)."""
+    from vidtune.stages import sft as stage
+
+    r = _recipe(recipe, overrides)
+    path = stage.run(r, _run_dir(r))
+    out.print(f"[green]SFT model written to[/green] {path}")
+
+
+@app.command()
 def sample(
     prompt: Annotated[str, typer.Argument(help="A ShapeWorld prompt, e.g. 'a red circle falls'.")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Output .mp4 or .gif.")] = Path("sample.mp4"),

@@ -93,6 +93,184 @@ class PretrainConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0)
 
 
+class StructureConfig(Section):
+    """Structure-aware re-weighting of SFT samples (ALGORITHMS.md §7.2)."""
+
+    enabled: bool = Field(True, description="Weight samples by their structural-instability score ψ.")
+    gamma: float = Field(1.0, ge=0, description="γ in ω = clip(1 + γ·ψ̂, ω_min, ω_max).")
+    omega_min: float = Field(0.25, gt=0)
+    omega_max: float = Field(4.0, gt=0)
+    source: Literal["target"] = Field("target", description="ψ from the training clip (offline, once).")
+    w_bg: float = Field(1.0, ge=0, description="Weight of the background (camera-warp) term.")
+    w_obj: float = Field(1.0, ge=0, description="Weight of the object (mask area / IoU) term.")
+    hard_limit: float | None = Field(None, description="Drop clips with ψ above this (broken targets).")
+
+
+class SFTConfig(Section):
+    """Stage I: flow-matching SFT on instruction captions (stages/sft.py, ALGORITHMS.md §7)."""
+
+    steps: int = Field(800, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    warmup: int = Field(50, ge=0)
+    dataset_size: int = Field(2048, ge=1, description="Rendered SFT clips (held-out compositions excluded).")
+    control_ratio: float = Field(
+        0.3, ge=0, le=1, description="Share of the curated control mix (ordering, camera, counts) in the data."
+    )
+    t_sampler: Literal["logit_normal", "shifted_uniform"] = "logit_normal"
+    cond_dropout: float = Field(0.1, ge=0, le=1)
+    p_i2v: float = Field(0.25, ge=0, le=1)
+    lora_rank: int | None = Field(None, ge=1, description="LoRA rank through peft; null = full fine-tune.")
+    lora_targets: tuple[str, ...] = Field(("q", "kv", "out"), description="Module names LoRA adapts.")
+    max_grad_norm: float = Field(1.0, gt=0)
+    ckpt_every: int = Field(200, ge=1)
+    log_every: int = Field(25, ge=1)
+    structure: StructureConfig = StructureConfig()
+
+
+class RolloutConfig(Section):
+    """Stage II SDE rollouts (ALGORITHMS.md §1)."""
+
+    steps: int = Field(10, ge=2, description="S: transitions from t=1 to t=0.")
+    shift: float = Field(1.0, gt=0, description="Time shift k (embedded model: 1.0; Wan: 3.0).")
+    schedule: Literal["dance", "flow_grpo"] = "dance"
+    eta: float = Field(0.3, ge=0, description="σ for the 'dance' schedule.")
+    a: float = Field(0.7, ge=0, description="a for the 'flow_grpo' schedule.")
+    guidance: float = Field(3.0, ge=0, description="CFG scale, fixed for the whole run.")
+    share_init_noise: bool = True
+    train_fraction: float = Field(0.6, gt=0, le=1, description="f: share of noisy transitions trained per sample.")
+    final_step: Literal["ode", "sde"] = "ode"
+    sde_window: tuple[int, int, int] | None = Field(None, description="(w, lo, hi) or null = all transitions.")
+
+
+class RewardHead(Section):
+    """One reward head: a registered reward, its arguments, weight and curriculum component."""
+
+    reward: str = Field(description="Registered reward name (rewards/base.py REGISTRY).")
+    kwargs: dict = Field(default_factory=dict, description="Arguments of the reward's factory.")
+    weight: float = Field(1.0, ge=0, description="Weight in the fixed-weight sum.")
+    component: Literal["visual", "temporal", "semantic"] | None = Field(
+        None, description="Self-paced curriculum component this head feeds.")
+    lo: float | None = Field(None, description="Lower bound for normalising to [0, 1] (curriculum).")
+    hi: float | None = Field(None, description="Upper bound for normalising to [0, 1] (curriculum).")
+
+
+class GateSpec(Section):
+    """A gate (ALGORITHMS.md §6.4): a reward whose pass flag, when false, floors every head of the sample."""
+
+    reward: str
+    kwargs: dict = Field(default_factory=dict)
+    floor: float = Field(0.0, description="Value every head of a failed sample is set to.")
+
+
+class RewardConfig(Section):
+    heads: tuple[RewardHead, ...] = Field((RewardHead(reward="verifier"),), description="Reward heads.")
+    gates: tuple[GateSpec, ...] = Field((), description="Gates applied before any combination.")
+
+
+class VipoConfig(Section):
+    """ViPO dense advantage maps (ALGORITHMS.md §4)."""
+
+    enabled: bool = False
+    k: int = Field(3, ge=1, description="K principal components.")
+    sigma: float = Field(1.0, ge=0, description="Gaussian blur σ in feature patches.")
+    renorm: bool = Field(False, description="Divide M by its mean (ablation).")
+    reduction: Literal["channel_sum", "scalar"] = "channel_sum"
+    clip_range: float = Field(1e-4, gt=0, description="Clip range for per-position ratios.")
+    extractor: str = Field("builtin:scorer", description="Frozen feature extractor (the learned scorer).")
+
+
+class BpgoConfig(Section):
+    """BPGO reliability-adaptive scaling + contrastive reward transform (ALGORITHMS.md §3)."""
+
+    enabled: bool = False
+    alpha: float = 0.5
+    ras: Literal["paper", "posterior"] = "paper"
+    crt: Literal["paper", "sigmoid", "off"] = "paper"
+    k_mode: Literal["auto", "fixed"] = "auto"
+    k_target: float = 2.0
+    k_fixed: float = 1.0
+    lam: float = 1.0
+    varsigma: float = Field(1.0, ge=0, description="ς: weight of the CRT surrogate term.")
+    ras_scales_crt: bool = False
+    prior: Literal["t2v_reference", "ema"] = "t2v_reference"
+    n_prior: int = Field(4, ge=1, description="Reference samples per prompt for the t2v_reference prior.")
+    ema_momentum: float = Field(0.9, ge=0, lt=1)
+
+
+class CurriculumConfig(Section):
+    """Self-paced reward curriculum over [visual, temporal, semantic] (ALGORITHMS.md §5)."""
+
+    enabled: bool = False
+    rule: Literal["competence", "taros"] = "competence"
+    scope: Literal["batch", "group"] = "batch"
+    warmup_steps: int = Field(20, ge=0)
+    tau_init: float = 0.75
+    taros_beta: float = 0.3
+
+
+class JointConfig(Section):
+    """Joint reward: min-norm balancing of per-head advantages (ALGORITHMS.md §6)."""
+
+    enabled: bool = False
+    mode: Literal["mgda_batch", "mgda_sample", "fixed"] = "mgda_batch"
+    combine: Literal["advantage"] = Field(
+        "advantage", description="A = Σ c_i·A_i. (The spec's `loss` form equals it at θ = θ_old, the only case with "
+        "one optimiser step per batch; it is not implemented yet.)")
+
+
+class GRPOConfig(Section):
+    """Stage II: GRPO on the flow-matching policy and its refinements (stages/grpo.py, ALGORITHMS.md §1–§6)."""
+
+    iterations: int = Field(30, ge=1, description="Rollout batches (one optimiser step each by default).")
+    prompts_per_iter: int = Field(4, ge=1, description="P prompts per rollout batch.")
+    group_size: int = Field(8, ge=2, description="G rollouts per prompt.")
+    prompt_pool: int = Field(64, ge=1, description="Training prompts (seen compositions) drawn from.")
+    lr: float = Field(2e-5, gt=0)
+    clip_range: float = Field(1e-4, gt=0)
+    beta_kl: float = Field(0.0, ge=0, description="β_KL of the KL to the reference (0 = off).")
+    kl_form: Literal["exact", "no_dt"] = "exact"
+    advantage: Literal["zscore", "mean_baseline"] = "zscore"
+    std_floor: float = Field(0.0, ge=0)
+    adv_clip: float = Field(5.0, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    minibatches: int = Field(1, ge=1)
+    inner_epochs: int = Field(1, ge=1)
+    lora_rank: int | None = Field(None, ge=1, description="LoRA rank; null = full fine-tune.")
+    lora_targets: tuple[str, ...] = ("q", "kv", "out")
+    ckpt_every: int = Field(5, ge=1)
+    rollout: RolloutConfig = RolloutConfig()
+    reward: RewardConfig = RewardConfig()
+    vipo: VipoConfig = VipoConfig()
+    bpgo: BpgoConfig = BpgoConfig()
+    curriculum: CurriculumConfig = CurriculumConfig()
+    joint: JointConfig = JointConfig()
+
+    @model_validator(mode="after")
+    def _compatible(self) -> "GRPOConfig":
+        """ALGORITHMS.md §0 compatibility: curriculum ⊥ joint; BPGO needs a single scalar reward."""
+        if self.curriculum.enabled and self.joint.enabled:
+            raise ValueError("grpo.curriculum.enabled and grpo.joint.enabled are mutually exclusive")
+        if self.bpgo.enabled and (self.curriculum.enabled or self.joint.enabled):
+            other = "grpo.curriculum.enabled" if self.curriculum.enabled else "grpo.joint.enabled"
+            raise ValueError(f"grpo.bpgo.enabled needs a single scalar reward; it cannot be combined with {other}")
+        if self.bpgo.enabled and len(self.reward.heads) != 1:
+            raise ValueError(f"grpo.bpgo.enabled needs exactly one reward head, got {len(self.reward.heads)} "
+                             "(grpo.reward.heads)")
+        if self.curriculum.enabled:
+            comps = {h.component for h in self.reward.heads}
+            if not {"visual", "temporal", "semantic"} <= comps:
+                raise ValueError("grpo.curriculum.enabled needs reward heads with component visual, temporal and "
+                                 f"semantic (grpo.reward.heads), got {sorted(c for c in comps if c)}")
+        if self.joint.enabled and len(self.reward.heads) < 2:
+            raise ValueError("grpo.joint.enabled needs at least two reward heads (grpo.reward.heads)")
+        level = self.rollout.eta if self.rollout.schedule == "dance" else self.rollout.a
+        if level == 0:
+            raise ValueError(f"grpo.rollout noise level is 0 for schedule '{self.rollout.schedule}': no transition "
+                             "is trainable and shared initial noise would give identical rollouts")
+        return self
+
+
 class EvalConfig(Section):
     """Evaluation between stages and `vidtune eval` (stages/evaluate.py)."""
 
@@ -116,6 +294,8 @@ class Recipe(Section):
     model: ModelConfig = ModelConfig()
     sampling: SamplingConfig = SamplingConfig()
     pretrain: PretrainConfig = PretrainConfig()
+    sft: SFTConfig = SFTConfig()
+    grpo: GRPOConfig = GRPOConfig()
     eval: EvalConfig = EvalConfig()
 
 

@@ -14,9 +14,9 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from vidtune.config import Recipe
-from vidtune.math.flow_matching import interpolate, per_sample_mse, sample_t, velocity_target, weighted_fm_loss
 from vidtune.models.tiny import TinyConfig, TinyVideoPolicy, load_tiny
 from vidtune.progress import make_progress
+from vidtune.stages.fm_step import draw_batch, fm_loss
 from vidtune.runlog import MetricsWriter, atomic_torch_save, load_checkpoint, make_run_dir
 from vidtune.world.dataset import captions, examples, render_bank
 
@@ -33,16 +33,6 @@ def build_model(recipe: Recipe) -> TinyVideoPolicy:
 
 def lr_at(step: int, base: float, warmup: int) -> float:
     return base * min(1.0, (step + 1) / max(1, warmup))
-
-
-def step_batch(step: int, seed: int, n_data: int, batch: int, p_drop: float, p_i2v: float, t_sampler: str):
-    """The random choices of one step, drawn from a generator seeded by (seed, step)."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    idx = torch.randint(n_data, (batch,), generator=g)
-    t = sample_t(batch, g, t_sampler)  # type: ignore[arg-type]
-    drop = torch.rand(batch, generator=g) < p_drop
-    i2v = torch.rand(batch, generator=g) < p_i2v
-    return idx, t, drop, i2v, g
 
 
 def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
@@ -77,15 +67,8 @@ def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
     with make_progress() as bar:
         task = bar.add_task("pretrain", total=cfg.steps, completed=start, info="", visible=progress)
         for step in range(start, cfg.steps):
-            idx, t, drop, i2v, g = step_batch(step, seed, len(exs), cfg.batch_size, cfg.cond_dropout, cfg.p_i2v,
-                                              cfg.t_sampler)
-            video = bank[idx].float() / 255.0
-            x0 = model.encode_video(video)
-            eps = torch.randn(x0.shape, generator=g)
-            prompts = ["" if d else texts[i] for i, d in zip(idx.tolist(), drop.tolist())]
-            cond = model.encode_prompts(prompts, images=video[:, 0], image_mask=i2v)
-            v = model.velocity(interpolate(x0, eps, t), t, cond)
-            loss = weighted_fm_loss(per_sample_mse(v, velocity_target(x0, eps)))
+            fb = draw_batch(step, seed, len(exs), cfg.batch_size, cfg.cond_dropout, cfg.p_i2v, cfg.t_sampler)
+            loss = fm_loss(model, bank[fb.index].float() / 255.0, [texts[i] for i in fb.index.tolist()], fb).loss
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg.lr, cfg.warmup)
             opt.zero_grad(set_to_none=True)

@@ -1,0 +1,121 @@
+"""Stage I — flow-matching SFT on instruction captions that shapes the reference policy (ALGORITHMS.md §7).
+
+Data: instruction-captioned ShapeWorld clips, of which a ``sft.control_ratio`` minority comes from a curated
+control mix (two-segment motions and camera pans over-represented). Each clip's structural-instability score ψ
+(metrics/structure.py, computed once on the target with the renderer's exact flow and masks) becomes a per-sample
+weight ω (math/structure_weights.py). Full fine-tune, or LoRA through peft. Resumable from atomic checkpoints;
+exports ``<run>/sft/model`` (adapters merged), which later stages load as their reference policy.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import torch
+
+from vidtune.config import Recipe
+from vidtune.math.structure_weights import score_percentiles, structure_weights
+from vidtune.metrics.structure import structural_instability
+from vidtune.models.lora import add_lora, merge_lora
+from vidtune.models.tiny import TinyVideoPolicy, load_tiny
+from vidtune.progress import make_progress, track
+from vidtune.runlog import MetricsWriter, atomic_torch_save, load_checkpoint, make_run_dir
+from vidtune.stages.fm_step import draw_batch, fm_loss
+from vidtune.stages.pretrain import lr_at
+from vidtune.world.dataset import Example, captions, examples, render_bank
+
+
+def sft_examples(recipe: Recipe) -> list[Example]:
+    """The SFT mix: (1 − control_ratio) general instruction clips + control_ratio curated control clips."""
+    cfg, world, seed = recipe.sft, recipe.world, recipe.run.seed
+    n_ctrl = round(cfg.dataset_size * cfg.control_ratio)
+    control = world.model_copy(update={"p_then": 0.7, "p_camera": 0.7, "p_pour": 0.02})
+    return examples(cfg.dataset_size - n_ctrl, seed + 101, world, "train") + examples(n_ctrl, seed + 202, control,
+                                                                                      "train")
+
+
+def structure_scores(exs: list[Example], recipe: Recipe, progress: bool) -> torch.Tensor:
+    """ψ of every target clip (exact renderer flow and masks), NaN when it cannot be computed."""
+    st, world = recipe.sft.structure, recipe.world
+    out = []
+    for e in track(exs, "structure scores", disable=not progress):
+        clip = e.render(world)
+        out.append(structural_instability(clip.video, clip.masks, st.w_bg, st.w_obj, flows=clip.flow))
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def trainable_policy(recipe: Recipe) -> TinyVideoPolicy:
+    policy = load_tiny(recipe.model.init) if recipe.model.init else None
+    if policy is None:
+        from vidtune.stages.pretrain import build_model
+
+        policy = build_model(recipe)
+    if recipe.sft.lora_rank:
+        add_lora(policy.net, recipe.sft.lora_rank, recipe.sft.lora_targets)
+    return policy.train()
+
+
+def export(policy: TinyVideoPolicy, folder: Path) -> Path:
+    """Save a plain checkpoint (LoRA adapters merged into a copy)."""
+    plain = merge_lora(copy.deepcopy(policy)) if any("lora_" in n for n, _ in policy.named_parameters()) else policy
+    return plain.save_pretrained(folder)
+
+
+def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
+    cfg, seed = recipe.sft, recipe.run.seed
+    torch.set_num_threads(recipe.run.threads)
+    stage_dir = make_run_dir(Path(run_dir) / "sft")
+    metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "sft")
+
+    exs = sft_examples(recipe)
+    psi = structure_scores(exs, recipe, progress) if cfg.structure.enabled else torch.zeros(len(exs))
+    if cfg.structure.hard_limit is not None:
+        keep = ~(psi > cfg.structure.hard_limit)
+        exs, psi = [e for e, k in zip(exs, keep.tolist()) if k], psi[keep]
+    pct = score_percentiles(psi)
+    bank = render_bank(exs, recipe.world, progress=progress)
+    texts = captions(exs, "instruction", seed, 0.0)
+
+    policy = trainable_policy(recipe)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    start = 0
+    ckpt = stage_dir / "checkpoint" / "state.pt"
+    if (state := load_checkpoint(ckpt)) is not None:
+        policy.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+    n_train = sum(p.numel() for p in params)
+    print(f"sft: {len(exs)} clips ({cfg.control_ratio:.0%} control mix), batch {cfg.batch_size}, steps "
+          f"{start}→{cfg.steps}, trainable {n_train / 1e6:.3f} M ({'LoRA r=' + str(cfg.lora_rank) if cfg.lora_rank else 'full'}), "
+          f"ψ percentiles [{pct.q_low:.3f}, {pct.q_high:.3f}]")
+
+    t_last = time.time()
+    with make_progress() as bar:
+        task = bar.add_task("sft", total=cfg.steps, completed=start, info="", visible=progress)
+        for step in range(start, cfg.steps):
+            fb = draw_batch(step, seed + 7, len(exs), cfg.batch_size, cfg.cond_dropout, cfg.p_i2v, cfg.t_sampler)
+            st = cfg.structure
+            w = structure_weights(psi[fb.index], pct.q_low, pct.q_high, st.gamma if st.enabled else 0.0,
+                                  st.omega_min, st.omega_max)
+            out = fm_loss(policy, bank[fb.index].float() / 255.0, [texts[i] for i in fb.index.tolist()], fb,
+                          w.omega)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg.lr, cfg.warmup)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                dt = (time.time() - t_last) / cfg.log_every
+                metrics.log(step + 1, loss=out.loss.item(), grad_norm=float(gnorm), weight_min=float(w.omega.min()),
+                            weight_max=float(w.omega.max()), psi_hat_mean=float(w.psi_hat.mean()),
+                            psi_missing=w.n_missing, step_time=dt)
+                bar.update(task, info=f"loss {out.loss.item():.4f}")
+                t_last = time.time()
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+                atomic_torch_save({"model": policy.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
+            bar.advance(task)
+    return export(policy, stage_dir / "model")
