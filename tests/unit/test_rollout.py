@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vidtune.errors import ConfigError
-from vidtune.sampling.rollout import RolloutSpec, noisy_set, rollout, trainable_steps, transition_logprob
+from vidtune.sampling.rollout import RolloutSpec, noisy_set, rollout, trainable_steps, transition_eval
 
 
 def _setup(policy, p=2, g=3):
@@ -24,7 +24,7 @@ def test_recomputed_logprobs_equal_rollout_bit_for_bit(tiny_policy):
         rows = torch.arange(len(prompts))
         with torch.no_grad():
             for j in range(ro.train_steps.shape[1]):
-                lp = transition_logprob(tiny_policy, ro, cond, uncond, rows, j)
+                lp = transition_eval(tiny_policy, ro, cond, uncond, rows, j).logp
                 assert torch.equal(lp, ro.logp_old[:, j]), (guidance, j)
 
 

@@ -51,11 +51,15 @@ def test_sampling_is_per_sample_seeded(tiny_policy):
     assert torch.allclose(a[1], b[0], atol=1e-5)
 
 
-def test_ode_sampler_with_zero_velocity_returns_noise(tiny_policy):
-    """The output layer is zero-initialised, so v ≡ 0 and Euler integration leaves the initial noise unchanged."""
+def test_x_prediction_and_ode_sampler_land_on_predicted_clip(tiny_policy):
+    """The output layer is zero-initialised, so x̂_0 ≡ 0 and v = x_t / t. Euler steps give
+    x_{s+1} = x_s·(1 + Δt/t_s) = x_s·t_{s+1}/t_s, so the sampler ends exactly at x̂_0 = 0 (last step t = 1/4 → 0)."""
     noise = seeded_noise([0, 1], (3, 4, 16, 16))
     cond = tiny_policy.encode_prompts(["a red circle"] * 2)
-    assert torch.equal(sample_ode(tiny_policy, cond, None, noise, steps=4), noise)
+    t = torch.full((2,), 0.5)
+    with torch.no_grad():
+        assert torch.allclose(tiny_policy.velocity(noise, t, cond), noise / 0.5)
+    assert torch.allclose(sample_ode(tiny_policy, cond, None, noise, steps=4), torch.zeros_like(noise), atol=1e-6)
 
 
 def test_bad_checkpoint_folders(tmp_path):

@@ -31,6 +31,13 @@ def implied_x0(xt: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> torch.Tens
     return xt - _bcast(t.to(xt.dtype), xt) * v
 
 
+def velocity_from_x0(xt: torch.Tensor, x0_hat: torch.Tensor, t: torch.Tensor, t_min: float = 0.05) -> torch.Tensor:
+    """Velocity implied by a clean-sample prediction: v = (x_t − x̂_0) / max(t, t_min) (inverse of ``implied_x0``).
+
+    Exact for x̂_0 = x_0 and t ≥ t_min (then v = ε − x_0); the clamp bounds the gain near t = 0 (Li & He 2025)."""
+    return (xt - x0_hat) / _bcast(t.to(xt.dtype).clamp_min(t_min), xt)
+
+
 def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """ALGORITHMS.md §7.1: e_b = (1/D)·Σ_e (pred − target)²_e, mean over all non-batch dims → [B]."""
     return (pred.float() - target.float()).pow(2).flatten(1).mean(1)

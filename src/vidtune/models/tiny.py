@@ -1,7 +1,10 @@
 """The embedded generator: a pixel-space flow-matching video DiT for ShapeWorld (T2V and I2V).
 
 Latents are the pixel video rescaled to [−1, 1] and laid out [B, 3, F, H, W], so ``encode_video``/``decode`` are
-affine maps. Image-to-video conditioning concatenates the clean first frame (at latent frame 0, zeros elsewhere)
+affine maps. The network predicts the clean clip x̂_0 and the policy returns the velocity v = (x_t − x̂_0)/t
+("x-prediction, v-loss", Li & He 2025, arXiv 2511.13720): with 8×8 pixel patches wider than the token width, a
+network asked for v (which contains the noise) cannot pass per-pixel noise through its bottleneck and samples stay
+noisy, while the clean clip lies on a low-dimensional manifold it can represent. Image-to-video conditioning concatenates the clean first frame (at latent frame 0, zeros elsewhere)
 and a mask channel to the input, the way Wan's I2V concatenates its condition latents and mask.
 A model is saved as a folder ``{config.json, model.safetensors}``; ``builtin:base`` is the shipped base model.
 """
@@ -18,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vidtune.errors import VidtuneError
+from vidtune.math.flow_matching import velocity_from_x0
 from vidtune.models.dit import VideoDiT
 from vidtune.models.policy import Cond
 from vidtune.models.text import WordTokenizer
@@ -37,6 +41,7 @@ class TinyConfig:
     mlp_ratio: float = 4.0
     text_len: int = 16
     text_layers: int = 2
+    t_min: float = 0.05
     vocab: tuple[str, ...] = ()
 
     @classmethod
@@ -117,7 +122,8 @@ class TinyVideoPolicy(nn.Module):
         t = torch.as_tensor(t, dtype=torch.float32, device=latents.device)
         t = t.expand(b) if t.ndim == 0 else t
         x = torch.cat([latents.float(), self.image_condition(cond, b)], dim=1)
-        return self.net(x, t, cond["tokens"], cond["mask"])
+        x0_hat = self.net(x, t, cond["tokens"], cond["mask"])
+        return velocity_from_x0(latents.float(), x0_hat, t, self.config.t_min)
 
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]

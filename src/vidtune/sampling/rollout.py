@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -121,21 +121,27 @@ def rollout(policy: VideoPolicy, cond: Cond, uncond: Cond | None, prompts: list[
                    reduction=spec.reduction, meta={"spec": spec, "seed": seed})
 
 
-def transition_logprob(policy: VideoPolicy, ro: Rollout, cond: Cond, uncond: Cond | None, rows: torch.Tensor,
-                       step_col: int, reduction: str | None = None) -> torch.Tensor:
-    """log π_θ(x_{s+1} | x_s) of column ``step_col`` of ``train_steps`` for the samples ``rows`` (§1 step 6),
-    with gradient. Uses exactly the stored states, grid, σ and guidance of the rollout."""
-    reduction = reduction or ro.reduction
-    if reduction != ro.reduction and ro.meta.get("strict", True):
-        raise ValueError(f"reduction {reduction!r} differs from the rollout's {ro.reduction!r}")
+class TransitionEval(NamedTuple):
+    """One stored transition re-evaluated under the current parameters (with gradient)."""
+
+    logp: torch.Tensor  # [n] scalar or [n, F, H, W] dense log π_θ(x_{s+1} | x_s)
+    velocity: torch.Tensor  # [n, C, F, H, W] (guided) v_θ(x_s, t_s)
+    x: torch.Tensor  # [n, C, F, H, W] x_s
+    t: torch.Tensor  # [n] t_s
+    dt: torch.Tensor  # [n] Δt_s
+    sigma: torch.Tensor  # [n] σ_s
+
+
+def transition_eval(policy: VideoPolicy, ro: Rollout, cond: Cond, uncond: Cond | None, rows: torch.Tensor,
+                    step_col: int) -> TransitionEval:
+    """log π_θ(x_{s+1} | x_s) of column ``step_col`` of ``train_steps`` for the samples ``rows`` (§1 step 6), with
+    gradient. Uses exactly the stored states, grid, σ, guidance and reduction of the rollout."""
     s = ro.train_steps[rows, step_col]
-    x = ro.states[rows, s]
-    x_next = ro.states[rows, s + 1]
-    t = ro.grid[s].float()
-    t_next = ro.grid[s + 1]
-    sig = ro.sigmas[s]
+    x, x_next = ro.states[rows, s], ro.states[rows, s + 1]
     c = {k: v[rows] for k, v in cond.items()}
     u = None if uncond is None else {k: v[rows] for k, v in uncond.items()}
-    v = guided_velocity(policy, x, t, c, u, ro.guidance).float()
-    step = sde_step(x, v, ro.grid[s].double(), t_next.double(), sig.double())
-    return reduce_logprob(gaussian_logprob(x_next, step.mean, step.std), reduction)
+    v = guided_velocity(policy, x, ro.grid[s].float(), c, u, ro.guidance).float()
+    step = sde_step(x, v, ro.grid[s].double(), ro.grid[s + 1].double(), ro.sigmas[s].double())
+    logp = reduce_logprob(gaussian_logprob(x_next, step.mean, step.std), ro.reduction)
+    return TransitionEval(logp, v, x, ro.grid[s].float(), (ro.grid[s + 1] - ro.grid[s]).float(),
+                          ro.sigmas[s].float())
