@@ -271,6 +271,46 @@ class GRPOConfig(Section):
         return self
 
 
+class ScorerConfig(Section):
+    """The learned video–text scorer, DESIGN.md §3 judge 2 (stages/train_scorer.py, rewards/scorer_model.py)."""
+
+    steps: int = Field(1500, ge=1, description="Optimiser steps.")
+    batch_size: int = Field(48, ge=2, description="Clips per step; the other clips' captions are in-batch negatives.")
+    lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay.")
+    warmup: int = Field(100, ge=0, description="Linear warm-up steps, then cosine decay.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final learning rate / peak of the cosine decay.")
+    dataset_size: int = Field(8192, ge=1, description="Rendered training clips (held-out compositions excluded).")
+    hard_negatives: int = Field(
+        4, ge=0, description="Captions per clip with one atom changed (world.corrupt), as extra text negatives."
+    )
+    noise_negatives: int = Field(
+        8, ge=0, description="Clips per step whose noised copy is a negative for every caption (fail unclean frames)."
+    )
+    p_loose: float = Field(0.25, ge=0, le=1, description="Probability that a clip's positive is a loose caption.")
+    patch: Literal[1, 2, 4, 8] = Field(4, description="Stride of the conv patch embedding (32 px → 8×8 grid at 4).")
+    stem_channels: int = Field(32, ge=4, description="Width of the first conv of the patch embedding.")
+    dim: int = Field(64, ge=8, description="Token width of the video and text encoders.")
+    depth: int = Field(4, ge=1, description="Divided space-time attention blocks of the video encoder.")
+    heads: int = Field(4, ge=1, description="Attention heads.")
+    mlp_ratio: float = Field(2.0, gt=0, description="MLP hidden size / width.")
+    embed_dim: int = Field(64, ge=8, description="Joint embedding size.")
+    text_layers: int = Field(2, ge=0, description="Transformer layers of the text encoder.")
+    text_len: int = Field(16, ge=4, description="Maximum prompt length in tokens.")
+    init: str | None = Field(None, description="Start from a scorer folder or 'builtin:scorer'; null = random.")
+    eval_clips: int = Field(256, ge=0, description="Held-out-composition clips of the periodic ranking check; 0 = off.")
+    eval_every: int = Field(250, ge=1, description="Steps between held-out ranking checks.")
+    ckpt_every: int = Field(250, ge=1, description="Checkpoint every N steps (resumable).")
+    log_every: int = Field(25, ge=1, description="Steps between metric rows.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ScorerConfig":
+        if self.dim % self.heads:
+            raise ValueError(f"scorer.dim={self.dim} is not divisible by scorer.heads={self.heads}")
+        return self
+
+
 class EvalConfig(Section):
     """Evaluation between stages and `vidtune eval` (stages/evaluate.py)."""
 
@@ -286,6 +326,21 @@ class EvalConfig(Section):
         return self
 
 
+class PipelineConfig(Section):
+    """`vidtune run`: the stages to chain after the base model (pipeline.py)."""
+
+    stages: tuple[Literal["sft", "grpo", "dpo"], ...] = Field(("sft", "grpo", "dpo"), description="Stage order.")
+    report: bool = Field(True, description="Write report.html at the end.")
+
+    @model_validator(mode="after")
+    def _order(self) -> "PipelineConfig":
+        order = {"sft": 0, "grpo": 1, "dpo": 2}
+        ranks = [order[s] for s in self.stages]
+        if ranks != sorted(ranks) or len(set(ranks)) != len(ranks):
+            raise ValueError(f"pipeline.stages must be a subsequence of sft → grpo → dpo, got {list(self.stages)}")
+        return self
+
+
 class Recipe(Section):
     """A whole run. Sections not used by a command are ignored by it but still validated."""
 
@@ -294,9 +349,11 @@ class Recipe(Section):
     model: ModelConfig = ModelConfig()
     sampling: SamplingConfig = SamplingConfig()
     pretrain: PretrainConfig = PretrainConfig()
+    scorer: ScorerConfig = ScorerConfig()
     sft: SFTConfig = SFTConfig()
     grpo: GRPOConfig = GRPOConfig()
     eval: EvalConfig = EvalConfig()
+    pipeline: PipelineConfig = PipelineConfig()
 
 
 # --------------------------------------------------------------------------------------------- loading

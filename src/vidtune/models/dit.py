@@ -125,7 +125,7 @@ class VideoDiT(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         ctx, pooled = self.text(tokens, mask)
-        c = self.t_mlp(timestep_embedding(t, 256)) + self.text_proj(pooled)
+        c = self.t_mlp(timestep_embedding(t, 256).to(x.dtype)) + self.text_proj(pooled)
         h = self.tokens_in(x)
         for block in self.blocks:
             h = block(h, c, ctx, mask)

@@ -118,15 +118,19 @@ class TinyVideoPolicy(nn.Module):
         return out
 
     def velocity(self, latents: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
-        b = latents.shape[0]
-        t = torch.as_tensor(t, dtype=torch.float32, device=latents.device)
+        b, dt = latents.shape[0], self.dtype
+        t = torch.as_tensor(t, device=latents.device).to(dt)
         t = t.expand(b) if t.ndim == 0 else t
-        x = torch.cat([latents.float(), self.image_condition(cond, b)], dim=1)
+        x = torch.cat([latents.to(dt), self.image_condition(cond, b).to(dt)], dim=1)
         x0_hat = self.net(x, t, cond["tokens"], cond["mask"])
-        return velocity_from_x0(latents.float(), x0_hat, t, self.config.t_min)
+        return velocity_from_x0(latents.to(dt), x0_hat, t, self.config.t_min)
 
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.net.final.weight.dtype
 
     @property
     def device(self) -> torch.device:

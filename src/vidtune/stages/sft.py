@@ -46,8 +46,9 @@ def structure_scores(exs: list[Example], recipe: Recipe, progress: bool) -> torc
     return torch.tensor(out, dtype=torch.float32)
 
 
-def trainable_policy(recipe: Recipe) -> TinyVideoPolicy:
-    policy = load_tiny(recipe.model.init) if recipe.model.init else None
+def trainable_policy(recipe: Recipe, init: str | None = None) -> TinyVideoPolicy:
+    init = init or recipe.model.init
+    policy = load_tiny(init) if init else None
     if policy is None:
         from vidtune.stages.pretrain import build_model
 
@@ -63,7 +64,7 @@ def export(policy: TinyVideoPolicy, folder: Path) -> Path:
     return plain.save_pretrained(folder)
 
 
-def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
+def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: bool = True) -> Path:
     cfg, seed = recipe.sft, recipe.run.seed
     torch.set_num_threads(recipe.run.threads)
     stage_dir = make_run_dir(Path(run_dir) / "sft")
@@ -78,7 +79,7 @@ def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
     bank = render_bank(exs, recipe.world, progress=progress)
     texts = captions(exs, "instruction", seed, 0.0)
 
-    policy = trainable_policy(recipe)
+    policy = trainable_policy(recipe, init)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     start = 0
