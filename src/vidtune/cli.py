@@ -60,6 +60,16 @@ def pretrain(recipe: RecipeArg = None, overrides: Overrides = None):
     out.print(f"[green]model written to[/green] {path}")
 
 
+@app.command("train-scorer")
+def train_scorer(recipe: RecipeArg = None, overrides: Overrides = None):
+    """Train the learned video–text scorer (contrastive, hard negatives; resumes from the run directory)."""
+    from vidtune.stages import train_scorer as stage
+
+    r = _recipe(recipe, overrides)
+    path = stage.run(r, _run_dir(r))
+    out.print(f"[green]scorer written to[/green] {path}")
+
+
 @app.command()
 def sft(recipe: RecipeArg = None, overrides: Overrides = None):
     """Stage I: SFT on instruction captions with structure-aware weights (resumes from the run directory)."""
@@ -68,6 +78,41 @@ def sft(recipe: RecipeArg = None, overrides: Overrides = None):
     r = _recipe(recipe, overrides)
     path = stage.run(r, _run_dir(r))
     out.print(f"[green]SFT model written to[/green] {path}")
+
+
+@app.command()
+def grpo(recipe: RecipeArg = None, overrides: Overrides = None):
+    """Stage II: GRPO (+ ViPO / BPGO / self-paced / joint reward switches), resumable."""
+    from vidtune.stages import grpo as stage
+
+    r = _recipe(recipe, overrides)
+    out.print(f"[green]GRPO model written to[/green] {stage.run(r, _run_dir(r))}")
+
+
+@app.command()
+def dpo(recipe: RecipeArg = None, overrides: Overrides = None):
+    """Stage III: Diffusion-DPO with constructed preference pairs, resumable."""
+    from vidtune.stages import dpo as stage
+
+    r = _recipe(recipe, overrides)
+    out.print(f"[green]DPO model written to[/green] {stage.run(r, _run_dir(r))}")
+
+
+@app.command("run")
+def run_cmd(recipe: RecipeArg = None, overrides: Overrides = None,
+            resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory.")] = None):
+    """The main job: base → SFT → GRPO → DPO with evaluation between stages and report.html."""
+    from vidtune.pipeline import resume_recipe, run_pipeline
+
+    if resume is not None:
+        if recipe is not None or overrides:
+            raise VidtuneError("--resume takes the run's own config.yaml; do not pass a recipe or overrides")
+        r = resume_recipe(resume)
+        path = run_pipeline(r, resume, resume=True)
+    else:
+        r = _recipe(recipe, overrides)  # no recipe: the embedded ShapeWorld defaults (= recipes/shapeworld.yaml)
+        path = run_pipeline(r, _run_dir(r))
+    out.print(f"[green]done[/green] {path}")
 
 
 @app.command()

@@ -326,6 +326,42 @@ class EvalConfig(Section):
         return self
 
 
+class PairsConfig(Section):
+    """Preference pair sources for Stage III (ALGORITHMS.md §8.2)."""
+
+    on_policy: bool = Field(True, description="Hard negatives ranked from the current policy's samples.")
+    n_prompts: int = Field(32, ge=1, description="Prompts sampled for on-policy candidates.")
+    n_candidates: int = Field(8, ge=2, description="Samples per prompt (distinct seeds).")
+    sem_tol: float = Field(0.05, ge=0, description="|Sem_a − Sem_b| bound (semantic agreement).")
+    cos_min: float = Field(0.9, ge=-1, le=1, description="Embedding cosine lower bound.")
+    q_gap: float = Field(0.1, ge=0, description="Minimum quality gap Q_a − Q_b.")
+    synthetic: tuple[Literal["reverse", "shuffle", "freeze", "stall"], ...] = Field(
+        ("reverse", "shuffle", "freeze"), description="Synthetic temporal negative kinds (empty = off).")
+    n_synthetic_clips: int = Field(32, ge=0, description="Good clips turned into synthetic pairs.")
+    good_min: float = Field(0.75, ge=0, le=1, description="Verifier score a clip needs to serve as a winner.")
+    human: str | None = Field(None, description="JSONL of human-ranked pairs (annotation export).")
+
+
+class DPOConfig(Section):
+    """Stage III: Diffusion-DPO against the Stage II checkpoint (stages/dpo.py, ALGORITHMS.md §8)."""
+
+    steps: int = Field(100, ge=1)
+    batch_size: int = Field(8, ge=1, description="Pairs per step.")
+    lr: float = Field(5e-6, gt=0)
+    beta: float = Field(5000.0, gt=0, description="β_0 (per-element-mean errors; re-tune so |z| is O(1)).")
+    beta_t: Literal["constant", "eps"] = "constant"
+    beta_schedule: Literal["linear", "cosine", "constant"] = "linear"
+    kappa: float = Field(0.8, gt=0, le=1, description="β(end) = κ·β_0.")
+    drop_q: float = Field(0.25, ge=0, lt=1, description="Drop this quantile of smallest score gaps.")
+    form: Literal["standard", "reference_free"] = "standard"
+    backward: Literal["standard", "retain", "recompute"] = "recompute"
+    t_sampler: Literal["logit_normal", "shifted_uniform"] = "logit_normal"
+    max_grad_norm: float = Field(1.0, gt=0)
+    ckpt_every: int = Field(25, ge=1)
+    log_every: int = Field(5, ge=1)
+    pairs: PairsConfig = PairsConfig()
+
+
 class PipelineConfig(Section):
     """`vidtune run`: the stages to chain after the base model (pipeline.py)."""
 
@@ -352,6 +388,7 @@ class Recipe(Section):
     scorer: ScorerConfig = ScorerConfig()
     sft: SFTConfig = SFTConfig()
     grpo: GRPOConfig = GRPOConfig()
+    dpo: DPOConfig = DPOConfig()
     eval: EvalConfig = EvalConfig()
     pipeline: PipelineConfig = PipelineConfig()
 

@@ -1,0 +1,99 @@
+"""`vidtune run`: base → Stage I → Stage II → Stage III with evaluation between stages, resume and a report.
+
+The run directory is the whole state (DESIGN.md §1)::
+
+    runs/<name>/config.yaml            resolved recipe (a resumed run must match it)
+    runs/<name>/metrics.jsonl          every stage's training metrics (append-only, fsynced)
+    runs/<name>/<stage>/checkpoint/    resumable training state (atomic)
+    runs/<name>/<stage>/model/         exported checkpoint; <stage>/DONE marks a finished stage
+    runs/<name>/evals/<stage>.json     evaluation after each stage (fixed prompts and seeds)
+    runs/<name>/report.html            the report
+
+Every file is written atomically, so ``vidtune run --resume runs/<name>`` after a crash or kill -9 continues from
+the last finished stage and the last checkpoint inside the running one, and ends with the same metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vidtune.config import Recipe, load_recipe, recipe_to_yaml
+from vidtune.errors import VidtuneError
+from vidtune.models.tiny import load_tiny, resolve_model_path
+from vidtune.runlog import make_run_dir
+from vidtune.stages import evaluate
+
+
+def _stage_runner(name: str):
+    match name:
+        case "sft":
+            from vidtune.stages.sft import run
+        case "grpo":
+            from vidtune.stages.grpo import run
+        case "dpo":
+            from vidtune.stages.dpo import run
+        case _:
+            raise VidtuneError(f"unknown stage {name!r}")
+    return run
+
+
+def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool) -> None:
+    cfg_file = run_dir / "config.yaml"
+    text = recipe_to_yaml(recipe)
+    if cfg_file.exists():
+        if not resume:
+            raise VidtuneError(f"run directory {run_dir} already exists; use `vidtune run --resume {run_dir}` or "
+                               "choose another run.name")
+        if cfg_file.read_text() != text:
+            raise VidtuneError(f"{cfg_file} differs from the recipe given; resume with the run's own config "
+                               f"(`vidtune run --resume {run_dir}` without a recipe)")
+        return
+    make_run_dir(run_dir)
+    tmp = cfg_file.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(cfg_file)
+
+
+def evaluate_stage(name: str, model_path: str, recipe: Recipe, run_dir: Path, progress: bool) -> dict:
+    out = run_dir / "evals" / f"{name}.json"
+    if out.exists():
+        return json.loads(out.read_text())
+    res = evaluate.evaluate_policy(load_tiny(model_path), recipe, progress=progress)
+    evaluate.write_eval(res, out)
+    from vidtune.video.io import save_video, video_grid
+    import numpy as np
+    import torch
+
+    grid = video_grid(list(res["videos"]), nrow=len(res["videos"]), scale=3)
+    save_video(torch.from_numpy(grid.astype(np.float32) / 255).permute(0, 3, 1, 2), run_dir / "samples" /
+               f"{name}.gif", scale=1)
+    return json.loads(out.read_text())
+
+
+def run_pipeline(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
+    run_dir = Path(run_dir)
+    prepare_run_dir(recipe, run_dir, resume)
+    base = str(resolve_model_path(recipe.model.init or "builtin:base"))
+    evaluate_stage("base", base, recipe, run_dir, progress)
+    prev = base
+    for name in recipe.pipeline.stages:
+        stage_dir = run_dir / name
+        if not (stage_dir / "DONE").exists():
+            print(f"== stage {name} (from {prev})")
+            _stage_runner(name)(recipe, run_dir, init=prev, progress=progress)
+            (stage_dir / "DONE").write_text(prev + "\n")
+        prev = str(stage_dir / "model")
+        evaluate_stage(name, prev, recipe, run_dir, progress)
+    if recipe.pipeline.report:
+        from vidtune.report import write_report
+
+        return write_report(run_dir)
+    return run_dir
+
+
+def resume_recipe(run_dir: str | Path) -> Recipe:
+    cfg = Path(run_dir) / "config.yaml"
+    if not cfg.is_file():
+        raise VidtuneError(f"{run_dir} is not a run directory (no config.yaml)")
+    return load_recipe(cfg)

@@ -1,0 +1,165 @@
+"""Stage III — Diffusion-DPO against the Stage II checkpoint (ALGORITHMS.md §8).
+
+Pairs come from the sources in ``dpo.pairs`` (on-policy hard negatives, synthetic temporal negatives, a human
+JSONL), are written to ``<run>/dpo/pairs.jsonl`` (+ clips) for inspection, and weighted by score gaps where they
+have one. Each step draws one t and one ε per pair (shared by winner and loser), anneals β, and accumulates the
+gradient with the configured backward schedule (stages/dpo_step.py). Resumable; exports ``<run>/dpo/model``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vidtune.config import Recipe
+from vidtune.math.dpo import dynamic_beta, pair_weights
+from vidtune.math.flow_matching import sample_t
+from vidtune.models.tiny import load_tiny
+from vidtune.preference.build import check_pairs, hard_negative_pairs, synthetic_pairs
+from vidtune.preference.pairs import PreferencePair, read_pairs, write_pairs
+from vidtune.progress import make_progress, track
+from vidtune.rewards.verifier import ShapeWorldVerifier
+from vidtune.runlog import MetricsWriter, atomic_torch_save, load_checkpoint, make_run_dir
+from vidtune.sampling.ode import generate
+from vidtune.stages.dpo_step import DPOBatch, dpo_step
+from vidtune.stages.sft import export
+from vidtune.world.dataset import examples
+from vidtune.world.grammar import caption
+
+
+def shapeworld_judges():
+    """Quality, semantic and embedding functions for the embedded world (see preference/build.py)."""
+    verifier = ShapeWorldVerifier()
+
+    def semantic(videos, prompts):
+        return verifier(videos, prompts).scores
+
+    def quality(videos, prompts):
+        from vidtune.rewards.compose import quality_score
+
+        return quality_score(videos, prompts)
+
+    def embed(videos):
+        try:
+            from vidtune.rewards.scorer import LearnedScorer
+
+            return LearnedScorer().frame_embeddings(videos).mean(1)
+        except Exception:  # no shipped scorer: weight-free stand-in (downsampled frames)
+            return F.avg_pool3d(videos.permute(0, 2, 1, 3, 4), (1, 4, 4)).flatten(1)
+
+    return quality, semantic, embed
+
+
+def build_pairs(policy, recipe: Recipe, progress: bool) -> tuple[list[PreferencePair], dict]:
+    cfg, s, seed = recipe.dpo.pairs, recipe.sampling, recipe.run.seed
+    quality, semantic, embed = shapeworld_judges()
+    prompts = [caption(e.scene) for e in examples(cfg.n_prompts, seed + 404, recipe.world)]
+    pairs: list[PreferencePair] = []
+    counts: dict = {}
+    good_videos, good_prompts = [], []
+    for i, prompt in enumerate(track(prompts, "DPO candidates", disable=not progress)):
+        seeds = [seed * 50_021 + i * 97 + k for k in range(cfg.n_candidates)]
+        vids = generate(policy, [prompt] * cfg.n_candidates, seeds, steps=s.steps, shift=s.shift,
+                        guidance=s.guidance, batch_size=s.batch_size)
+        q, sem, emb = quality(vids, [prompt] * len(vids)), semantic(vids, [prompt] * len(vids)), embed(vids)
+        if cfg.on_policy:
+            pairs += hard_negative_pairs(prompt, vids, q, sem, emb, torch.isfinite(q) & torch.isfinite(sem),
+                                         sem_tol=cfg.sem_tol, cos_min=cfg.cos_min, q_gap=cfg.q_gap)
+        best = int(torch.nan_to_num(sem, nan=-1.0).argmax())
+        if float(sem[best]) >= cfg.good_min:
+            good_videos.append(vids[best])
+            good_prompts.append(prompt)
+    counts["on_policy"] = len(pairs)
+    if cfg.synthetic and good_videos:
+        n = min(cfg.n_synthetic_clips, len(good_videos))
+        syn, rejected = synthetic_pairs(good_prompts[:n], torch.stack(good_videos[:n]), cfg.synthetic,
+                                        torch.Generator().manual_seed(seed + 505))
+        pairs += syn
+        counts.update({"synthetic": len(syn), **{f"rejected/{k}": v for k, v in rejected.items()}})
+    if cfg.human:
+        c = policy.config
+        human, hc = read_pairs(cfg.human, expect_shape=(c.frames, 3, c.size, c.size))
+        pairs += human
+        counts.update({"human": len(human), **{f"human/{k}": v for k, v in hc.items()}})
+    check_pairs(pairs)
+    return pairs, counts
+
+
+def pair_weight_vector(pairs: list[PreferencePair], drop_q: float) -> tuple[list[int], torch.Tensor]:
+    """Indices kept and ω per kept pair: score-gap weights for scored pairs (drop the smallest-gap quantile),
+    the pair's own weight (default 1) for unscored ones."""
+    scored = [i for i, p in enumerate(pairs) if p.score_gap is not None]
+    keep = [i for i, p in enumerate(pairs) if p.score_gap is None]
+    w = {i: pairs[i].weight for i in keep}
+    if scored:
+        pw = pair_weights(torch.tensor([pairs[i].score_gap for i in scored]), drop_q=drop_q)
+        for j, om in zip(pw.index.tolist(), pw.omega.tolist()):
+            keep.append(scored[j])
+            w[scored[j]] = om
+    keep.sort()
+    return keep, torch.tensor([w[i] for i in keep], dtype=torch.float32)
+
+
+def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: bool = True) -> Path:
+    cfg, seed = recipe.dpo, recipe.run.seed
+    torch.set_num_threads(recipe.run.threads)
+    stage_dir = make_run_dir(Path(run_dir) / "dpo")
+    metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "dpo")
+    policy = load_tiny(init or recipe.model.init)
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)  # π_ref = the Stage II checkpoint
+    pair_file = stage_dir / "pairs.jsonl"
+    if pair_file.exists():
+        pairs, _ = read_pairs(pair_file)
+        counts = {}
+    else:
+        pairs, counts = build_pairs(policy.eval(), recipe, progress)
+        write_pairs(pairs, pair_file)
+        pairs, _ = read_pairs(pair_file)  # train on exactly what the file holds
+    keep, omega = pair_weight_vector(pairs, cfg.drop_q)
+    pairs = [pairs[i] for i in keep]
+    x0_w = policy.encode_video(torch.stack([p.chosen for p in pairs]))
+    x0_l = policy.encode_video(torch.stack([p.rejected for p in pairs]))
+    prompts = [p.prompt for p in pairs]
+
+    policy.train()
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    start = 0
+    ckpt = stage_dir / "checkpoint" / "state.pt"
+    if (state := load_checkpoint(ckpt)) is not None:
+        policy.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+    print(f"dpo: {len(pairs)} pairs ({counts}), batch {cfg.batch_size}, steps {start}→{cfg.steps}, "
+          f"β0 {cfg.beta} ({cfg.beta_schedule}, κ={cfg.kappa}), backward {cfg.backward}")
+    t_last = time.time()
+    with make_progress() as bar:
+        task = bar.add_task("dpo", total=cfg.steps, completed=start, info="", visible=progress)
+        for step in range(start, cfg.steps):
+            g = torch.Generator().manual_seed(seed * 3_000_017 + step)
+            idx = torch.randint(len(pairs), (cfg.batch_size,), generator=g)
+            t = sample_t(cfg.batch_size, g, cfg.t_sampler)
+            eps = torch.randn(x0_w[idx].shape, generator=g)
+            batch = DPOBatch(x0_w[idx], x0_l[idx], policy.encode_prompts([prompts[i] for i in idx.tolist()]), t,
+                             eps, omega[idx] / omega[idx].mean())
+            beta = dynamic_beta(step, cfg.beta, cfg.steps, cfg.kappa, cfg.beta_schedule)
+            opt.zero_grad(set_to_none=True)
+            out = dpo_step(policy, reference, batch, beta=beta, beta_t=cfg.beta_t, form=cfg.form,
+                           schedule=cfg.backward)
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                metrics.log(step + 1, loss=float(out.loss), implicit_accuracy=float(out.accuracy),
+                            margin=float(out.margin), winner_gap=float(out.winner_gap),
+                            loser_gap=float(out.loser_gap), beta=beta, grad_norm=float(gnorm),
+                            step_time=(time.time() - t_last) / cfg.log_every)
+                t_last = time.time()
+                bar.update(task, info=f"acc {float(out.accuracy):.2f}")
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+                atomic_torch_save({"model": policy.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
+            bar.advance(task)
+    return export(policy, stage_dir / "model")

@@ -1,0 +1,204 @@
+"""Stage II — GRPO on the flow-matching policy, with ViPO, BPGO, self-paced and joint-reward switches.
+
+Per rollout batch (ALGORITHMS.md §0): P prompts × G SDE rollouts with stored log-probs (sampling/rollout.py) →
+rewards and gates (rewards/compose.py) → combination / BPGO / advantages (stages/grpo_signal.py) → ViPO maps
+(math/vipo.py) → clipped surrogate (+ KL to the reference) per (micro-batch, transition), accumulated into one
+optimiser step per minibatch (math/grpo_loss.py). Every random choice is a function of (seed, iteration), and
+checkpoints hold the policy, optimiser and signal state, so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import torch
+
+from vidtune.config import GRPOConfig, Recipe
+from vidtune.math.grpo_loss import grpo_objective, kl_to_reference
+from vidtune.math.vipo import dense_advantage, vipo_map_batch
+from vidtune.models.lora import add_lora, adapters_disabled
+from vidtune.models.tiny import load_tiny
+from vidtune.progress import make_progress
+from vidtune.rewards.compose import Composite, build_composite
+from vidtune.runlog import MetricsWriter, atomic_torch_save, load_checkpoint, make_run_dir
+from vidtune.sampling.ode import guided_velocity
+from vidtune.sampling.rollout import RolloutSpec, rollout, transition_eval
+from vidtune.stages.grpo_signal import SignalState, compute_signal
+from vidtune.stages.sft import export
+from vidtune.types import Rollout
+from vidtune.world.dataset import examples
+from vidtune.world.grammar import caption
+
+
+def rollout_spec(cfg: GRPOConfig) -> RolloutSpec:
+    r = cfg.rollout
+    dense = cfg.vipo.enabled and cfg.vipo.reduction == "channel_sum"
+    return RolloutSpec(steps=r.steps, shift=r.shift, schedule=r.schedule, eta=r.eta, a=r.a, guidance=r.guidance,
+                       share_init_noise=r.share_init_noise, train_fraction=r.train_fraction,
+                       final_step=r.final_step, sde_window=r.sde_window, reduction="dense" if dense else "scalar")
+
+
+def prompt_pool(recipe: Recipe) -> list[str]:
+    return [caption(e.scene) for e in examples(recipe.grpo.prompt_pool, recipe.run.seed + 303, recipe.world)]
+
+
+def iteration_prompts(pool: list[str], it: int, seed: int, p: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed * 7_777_777 + it)
+    return torch.randperm(len(pool), generator=g)[:p].tolist()
+
+
+def do_rollout(policy, prompts: list[str], group: int, spec: RolloutSpec, seed: int) -> tuple[Rollout, dict, dict]:
+    rep = [p for p in prompts for _ in range(group)]
+    cond = policy.encode_prompts(rep)
+    uncond = policy.encode_prompts([""] * len(rep)) if spec.guidance != 1.0 else None
+    c = policy.config
+    ro = rollout(policy, cond, uncond, rep, group, spec, seed, policy.latent_shape(c.frames, c.size, c.size))
+    return ro, cond, uncond
+
+
+def reference_prior(ref, pool: list[str], cfg: GRPOConfig, spec: RolloutSpec, rewarder: Composite, seed: int,
+                    progress: bool) -> torch.Tensor:
+    """BPGO t2v_reference prior: mean training reward of n_prior rollout-sampler samples per prompt (§3)."""
+    from vidtune.progress import track
+
+    out = []
+    for i in track(range(len(pool)), "BPGO prior", disable=not progress):
+        ro, _, _ = do_rollout(ref, [pool[i]], cfg.bpgo.n_prior, spec, seed + 17 * i)
+        out.append(float(torch.nanmean(rewarder(ref.decode(ro.final), [pool[i]] * cfg.bpgo.n_prior).scalar)))
+    return torch.tensor(out)
+
+
+def vipo_maps(extractor, videos: torch.Tensor, cfg: GRPOConfig, latent_fhw) -> tuple[torch.Tensor, dict]:
+    feats, cover = extractor.features(videos)
+    vb = vipo_map_batch(feats, cover, latent_fhw, vae="pixel", k=cfg.vipo.k, sigma=cfg.vipo.sigma,
+                        renorm=cfg.vipo.renorm)
+    logs = {"vipo/fallback": sum(f is not None for f in vb.fallback), "vipo/const_frame": sum(vb.const_frames),
+            "vipo/map_mean": float(vb.map.mean())}
+    return vb.map.float(), logs
+
+
+def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid: torch.Tensor, cfg: GRPOConfig,
+           opt, params, it: int) -> dict:
+    """Clipped-surrogate updates over the stored transitions (§2.4): per (micro-batch, transition) backward with
+    the stated weights, one optimiser step per minibatch."""
+    n_cols = ro.train_steps.shape[1]
+    b = adv.shape[0]
+    clip = cfg.vipo.clip_range if cfg.vipo.enabled else cfg.clip_range
+    g = torch.Generator().manual_seed(it * 31 + 5)
+    stats = {"loss": 0.0, "clip_fraction": [], "approx_kl": [], "ratio_min": [], "ratio_max": [], "kl_ref": [],
+             "grad_norm": [], "skipped_step": 0}
+    for _ in range(cfg.inner_epochs):
+        for rows in torch.randperm(b, generator=g).chunk(cfg.minibatches):
+            rows = rows.sort().values
+            n_valid = valid[rows].sum()
+            opt.zero_grad(set_to_none=True)
+            for col in range(n_cols):
+                te = transition_eval(policy, ro, cond, uncond, rows, col)
+                lp_new, lp_old = te.logp.unsqueeze(1), ro.logp_old[rows, col].unsqueeze(1)
+                a = adv[rows]
+                if a.ndim == 4 and lp_new.ndim == 2:  # ViPO map with the scalar reduction: broadcast ratios
+                    lp_new, lp_old = lp_new[..., None, None, None], lp_old[..., None, None, None]
+                kl = None
+                if cfg.beta_kl > 0:
+                    with torch.no_grad(), adapters_disabled(ref) if ref is policy else torch.no_grad():
+                        c = {k: v[rows] for k, v in cond.items()}
+                        u = None if uncond is None else {k: v[rows] for k, v in uncond.items()}
+                        v_ref = guided_velocity(ref, te.x, te.t, c, u, ro.guidance).float()
+                    kl = kl_to_reference(te.velocity, v_ref, te.sigma, te.t, te.dt, form=cfg.kl_form).unsqueeze(1)
+                obj = grpo_objective(lp_new, lp_old, a, valid[rows], clip_range=clip, n_steps=n_cols, kl=kl,
+                                     beta_kl=cfg.beta_kl, n_valid=n_valid,
+                                     aux_advantages=None if aux is None else aux[rows],
+                                     aux_weight=cfg.bpgo.varsigma)
+                obj.loss.backward()
+                stats["loss"] += float(obj.loss)
+                for k in ("clip_fraction", "approx_kl", "ratio_min", "ratio_max"):
+                    stats[k].append(float(getattr(obj.stats, k)))
+                stats["kl_ref"].append(float(obj.kl_mean))
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            if not torch.isfinite(gnorm):
+                stats["skipped_step"] += 1
+                opt.zero_grad(set_to_none=True)
+                continue
+            opt.step()
+            stats["grad_norm"].append(float(gnorm))
+    out = {"loss": stats["loss"], "skipped_step": stats["skipped_step"]}
+    for k in ("clip_fraction", "approx_kl", "kl_ref", "grad_norm"):
+        out[k] = sum(stats[k]) / max(1, len(stats[k]))
+    out["ratio_min"] = min(stats["ratio_min"], default=1.0)
+    out["ratio_max"] = max(stats["ratio_max"], default=1.0)
+    return out
+
+
+def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: bool = True) -> Path:
+    cfg, seed = recipe.grpo, recipe.run.seed
+    torch.set_num_threads(recipe.run.threads)
+    stage_dir = make_run_dir(Path(run_dir) / "grpo")
+    metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "grpo")
+    spec = rollout_spec(cfg)
+    spec.validate()
+    policy = load_tiny(init or recipe.model.init).train()
+    if cfg.lora_rank:
+        add_lora(policy.net, cfg.lora_rank, cfg.lora_targets)
+        ref = policy  # reference = the same module with adapters disabled
+    else:
+        ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    rewarder = build_composite(cfg.reward)
+    extractor = None
+    if cfg.vipo.enabled:
+        from vidtune.rewards.scorer import LearnedScorer
+
+        extractor = LearnedScorer(model=cfg.vipo.extractor)
+    pool = prompt_pool(recipe)
+    state, start = SignalState(), 0
+    ckpt = stage_dir / "checkpoint" / "state.pt"
+    prior = None
+    if (saved := load_checkpoint(ckpt)) is not None:
+        policy.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        state, start, prior = saved["signal"], saved["iteration"], saved["prior"]
+    elif cfg.bpgo.enabled and cfg.bpgo.prior == "t2v_reference":
+        with (adapters_disabled(policy) if ref is policy else torch.no_grad()), torch.no_grad():
+            prior = reference_prior(ref, pool, cfg, spec, rewarder, seed + 99, progress)
+    b = cfg.prompts_per_iter * cfg.group_size
+    print(f"grpo: {cfg.iterations} iterations × {cfg.prompts_per_iter} prompts × G={cfg.group_size} = {b} "
+          f"rollouts/step, {spec.steps} SDE steps, ~{max(1, int(spec.train_fraction * (spec.steps - 1)))} trained "
+          f"transitions/sample, trainable {sum(p.numel() for p in params) / 1e6:.3f} M, refinements: "
+          + (", ".join(k for k in ("vipo", "bpgo", "curriculum", "joint") if getattr(cfg, k).enabled) or "none"))
+
+    with make_progress() as bar:
+        task = bar.add_task("grpo", total=cfg.iterations, completed=start, info="", visible=progress)
+        for it in range(start, cfg.iterations):
+            t0 = time.time()
+            idx = iteration_prompts(pool, it, seed, cfg.prompts_per_iter)
+            prompts = [pool[i] for i in idx]
+            policy.eval()
+            ro, cond, uncond = do_rollout(policy, prompts, cfg.group_size, spec, seed * 1009 + it)
+            videos = policy.decode(ro.final)
+            scored = rewarder(videos, ro.prompts)
+            sig, state = compute_signal(scored.heads, scored.scalar, scored.valid,
+                                        None if prior is None else prior[idx], state, cfg)
+            adv, aux, logs = sig.advantages, sig.aux, dict(sig.logs)
+            if extractor is not None:
+                m, vlogs = vipo_maps(extractor, videos, cfg, tuple(ro.states.shape[-3:]))
+                adv = dense_advantage(m, adv)
+                aux = None if aux is None else dense_advantage(m, aux)
+                logs.update(vlogs)
+            policy.train()
+            upd = update(policy, ref, ro, cond, uncond, adv, aux, sig.valid, cfg, opt, params, it)
+            for i, name in enumerate(scored.names):
+                col = scored.heads[:, i]
+                logs[f"reward/{name}"] = float(torch.nanmean(col))
+                logs[f"reward/{name}_std"] = float(col[torch.isfinite(col)].std()) if torch.isfinite(col).sum() > 1 else 0.0
+            logs.update({f"gate/{k}": v for k, v in scored.counters.items()})
+            metrics.log(it + 1, reward=float(torch.nanmean(scored.scalar)), **upd, **logs,
+                        iter_time=time.time() - t0)
+            bar.update(task, info=f"reward {float(torch.nanmean(scored.scalar)):.3f}")
+            if (it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iterations:
+                atomic_torch_save({"model": policy.state_dict(), "opt": opt.state_dict(), "signal": state,
+                                   "iteration": it + 1, "prior": prior}, ckpt)
+            bar.advance(task)
+    return export(policy, stage_dir / "model")
