@@ -147,25 +147,29 @@ class RewardHead(Section):
     """One reward head: a registered reward, its arguments, weight and curriculum component."""
 
     reward: str = Field(description="Registered reward name (rewards/base.py REGISTRY).")
+    label: str | None = Field(None, description="Head name in logs (default: the reward name); unique.")
     kwargs: dict = Field(default_factory=dict, description="Arguments of the reward's factory.")
-    weight: float = Field(1.0, ge=0, description="Weight in the fixed-weight sum.")
+    weight: float = Field(1.0, ge=0, description="Weight in the fixed-weight sum (0 = monitored only).")
     component: Literal["visual", "temporal", "semantic"] | None = Field(
         None, description="Self-paced curriculum component this head feeds.")
     lo: float | None = Field(None, description="Lower bound for normalising to [0, 1] (curriculum).")
     hi: float | None = Field(None, description="Upper bound for normalising to [0, 1] (curriculum).")
 
 
-class GateSpec(Section):
-    """A gate (ALGORITHMS.md §6.4): a reward whose pass flag, when false, floors every head of the sample."""
+class GateConfig(Section):
+    """A gate (ALGORITHMS.md §6.4): a reward whose pass predicate, when false, floors every head of the sample."""
 
-    reward: str
+    reward: str = Field(description="Registered reward name used as the gate.")
+    label: str | None = None
     kwargs: dict = Field(default_factory=dict)
-    floor: float = Field(0.0, description="Value every head of a failed sample is set to.")
+    floor: float | None = Field(None, description="Value a failed sample's heads take (null: lowest head bound).")
+    min_score: float | None = Field(None, description="Also fail when the gate's score is below this.")
+    fail_closed: bool = Field(True, description="An error or non-finite score fails the sample.")
 
 
 class RewardConfig(Section):
     heads: tuple[RewardHead, ...] = Field((RewardHead(reward="verifier"),), description="Reward heads.")
-    gates: tuple[GateSpec, ...] = Field((), description="Gates applied before any combination.")
+    gates: tuple[GateConfig, ...] = Field((), description="Gates applied before any combination.")
 
 
 class VipoConfig(Section):
@@ -282,7 +286,7 @@ class ScorerConfig(Section):
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final learning rate / peak of the cosine decay.")
     dataset_size: int = Field(8192, ge=1, description="Rendered training clips (held-out compositions excluded).")
     hard_negatives: int = Field(
-        4, ge=0, description="Captions per clip with one atom changed (world.corrupt), as extra text negatives."
+        6, ge=0, description="Captions per clip with one atom changed (world.corrupt), as extra text negatives."
     )
     noise_negatives: int = Field(
         8, ge=0, description="Clips per step whose noised copy is a negative for every caption (fail unclean frames)."
@@ -292,7 +296,7 @@ class ScorerConfig(Section):
     stem_channels: int = Field(32, ge=4, description="Width of the first conv of the patch embedding.")
     dim: int = Field(64, ge=8, description="Token width of the video and text encoders.")
     depth: int = Field(4, ge=1, description="Divided space-time attention blocks of the video encoder.")
-    heads: int = Field(4, ge=1, description="Attention heads.")
+    heads: int = Field(2, ge=1, description="Attention heads.")
     mlp_ratio: float = Field(2.0, gt=0, description="MLP hidden size / width.")
     embed_dim: int = Field(64, ge=8, description="Joint embedding size.")
     text_layers: int = Field(2, ge=0, description="Transformer layers of the text encoder.")

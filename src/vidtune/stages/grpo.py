@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from vidtune.config import GRPOConfig, Recipe
+from vidtune.config import GRPOConfig, Recipe, RewardConfig
 from vidtune.math.grpo_loss import grpo_objective, kl_to_reference
 from vidtune.math.vipo import dense_advantage, vipo_map_batch
 from vidtune.models.lora import add_lora, adapters_disabled
 from vidtune.models.tiny import load_tiny
 from vidtune.progress import make_progress
-from vidtune.rewards.compose import Composite, build_composite
+from vidtune.rewards.compose import Composite, GateSpec, RewardSpec, build, compose
 from vidtune.runlog import MetricsWriter, atomic_torch_save, load_checkpoint, make_run_dir
 from vidtune.sampling.ode import guided_velocity
 from vidtune.sampling.rollout import RolloutSpec, rollout, transition_eval
@@ -30,6 +30,13 @@ from vidtune.stages.sft import export
 from vidtune.types import Rollout
 from vidtune.world.dataset import examples
 from vidtune.world.grammar import caption
+
+
+def build_composite(cfg: RewardConfig) -> Composite:
+    """Reward heads and gates of the recipe, instantiated from the registry (rewards/compose.py)."""
+    heads = [RewardSpec(h.reward, h.kwargs, h.weight, h.label) for h in cfg.heads]
+    gates = [GateSpec(g.reward, g.kwargs, g.floor, g.min_score, g.fail_closed, g.label) for g in cfg.gates]
+    return build(heads, gates)
 
 
 def rollout_spec(cfg: GRPOConfig) -> RolloutSpec:
@@ -66,7 +73,8 @@ def reference_prior(ref, pool: list[str], cfg: GRPOConfig, spec: RolloutSpec, re
     out = []
     for i in track(range(len(pool)), "BPGO prior", disable=not progress):
         ro, _, _ = do_rollout(ref, [pool[i]], cfg.bpgo.n_prior, spec, seed + 17 * i)
-        out.append(float(torch.nanmean(rewarder(ref.decode(ro.final), [pool[i]] * cfg.bpgo.n_prior).scalar)))
+        scored = compose(rewarder, ref.decode(ro.final), [pool[i]] * cfg.bpgo.n_prior)
+        out.append(float(torch.nanmean(scored.scalar)))
     return torch.tensor(out)
 
 
@@ -112,7 +120,7 @@ def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid
                                      aux_advantages=None if aux is None else aux[rows],
                                      aux_weight=cfg.bpgo.varsigma)
                 obj.loss.backward()
-                stats["loss"] += float(obj.loss)
+                stats["loss"] += float(obj.loss.detach())
                 for k in ("clip_fraction", "approx_kl", "ratio_min", "ratio_max"):
                     stats[k].append(float(getattr(obj.stats, k)))
                 stats["kl_ref"].append(float(obj.kl_mean))
@@ -178,8 +186,8 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
             policy.eval()
             ro, cond, uncond = do_rollout(policy, prompts, cfg.group_size, spec, seed * 1009 + it)
             videos = policy.decode(ro.final)
-            scored = rewarder(videos, ro.prompts)
-            sig, state = compute_signal(scored.heads, scored.scalar, scored.valid,
+            scored = compose(rewarder, videos, ro.prompts)
+            sig, state = compute_signal(scored.heads, scored.scalar, torch.isfinite(scored.scalar),
                                         None if prior is None else prior[idx], state, cfg)
             adv, aux, logs = sig.advantages, sig.aux, dict(sig.logs)
             if extractor is not None:
@@ -189,11 +197,11 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
                 logs.update(vlogs)
             policy.train()
             upd = update(policy, ref, ro, cond, uncond, adv, aux, sig.valid, cfg, opt, params, it)
-            for i, name in enumerate(scored.names):
+            for i, name in enumerate(scored.head_names):
                 col = scored.heads[:, i]
                 logs[f"reward/{name}"] = float(torch.nanmean(col))
                 logs[f"reward/{name}_std"] = float(col[torch.isfinite(col)].std()) if torch.isfinite(col).sum() > 1 else 0.0
-            logs.update({f"gate/{k}": v for k, v in scored.counters.items()})
+            logs.update(scored.counters)
             metrics.log(it + 1, reward=float(torch.nanmean(scored.scalar)), **upd, **logs,
                         iter_time=time.time() - t0)
             bar.update(task, info=f"reward {float(torch.nanmean(scored.scalar)):.3f}")
