@@ -48,6 +48,30 @@ class MetricsWriter:
             os.fsync(f.fileno())
 
 
+def rewind_metrics(path: str | Path, stage: str, step: int) -> int:
+    """Drop this stage's rows logged after ``step`` (replayed after a resume, so nothing is counted twice) and a
+    torn last line; rewrites the file atomically. Returns the number of rows dropped."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += 1
+            continue
+        if row.get("stage") == stage and row.get("step", 0) > step:
+            dropped += 1
+            continue
+        keep.append(line)
+    if dropped:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(x + "\n" for x in keep))
+        os.replace(tmp, path)
+    return dropped
+
+
 def read_metrics(path: str | Path, stage: str | None = None) -> list[dict]:
     """Rows of a metrics file; a torn last line (crash mid-write) is ignored."""
     rows = []

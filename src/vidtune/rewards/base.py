@@ -59,11 +59,23 @@ def register(name: str):
     return deco
 
 
+BUILTIN_MODULES = ("verifier", "temporal", "perceptual", "safety", "scorer")
+
+
+def load_builtins() -> None:
+    """Import the built-in reward modules so that their ``@register`` decorators fill :data:`REGISTRY`."""
+    import importlib
+
+    for m in BUILTIN_MODULES:
+        importlib.import_module(f"vidtune.rewards.{m}")
+
+
 def build_reward(name: str, **kwargs: Any) -> Reward:
     """Instantiate a registered reward; an unknown name or argument is an error naming it."""
     import difflib
     import inspect
 
+    load_builtins()
     if name not in REGISTRY:
         close = difflib.get_close_matches(name, list(REGISTRY), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""

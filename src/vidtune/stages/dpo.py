@@ -23,7 +23,7 @@ from vidtune.preference.build import check_pairs, hard_negative_pairs, synthetic
 from vidtune.preference.pairs import PreferencePair, read_pairs, write_pairs
 from vidtune.progress import make_progress, track
 from vidtune.rewards.verifier import ShapeWorldVerifier
-from vidtune.runlog import MetricsWriter, atomic_torch_save, load_checkpoint, make_run_dir
+from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
 from vidtune.sampling.ode import generate
 from vidtune.stages.dpo_step import DPOBatch, dpo_step
 from vidtune.stages.sft import export
@@ -137,6 +137,7 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
     print(f"dpo: {len(pairs)} pairs ({counts}), batch {cfg.batch_size}, steps {start}→{cfg.steps}, "
           f"β0 {cfg.beta} ({cfg.beta_schedule}, κ={cfg.kappa}), backward {cfg.backward}")
     t_last = time.time()
+    rewind_metrics(metrics.path, "dpo", start)
     with make_progress() as bar:
         task = bar.add_task("dpo", total=cfg.steps, completed=start, info="", visible=progress)
         for step in range(start, cfg.steps):

@@ -22,7 +22,7 @@ from vidtune.models.lora import add_lora, adapters_disabled
 from vidtune.models.tiny import load_tiny
 from vidtune.progress import make_progress
 from vidtune.rewards.compose import Composite, GateSpec, RewardSpec, build, compose
-from vidtune.runlog import MetricsWriter, atomic_torch_save, load_checkpoint, make_run_dir
+from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
 from vidtune.sampling.ode import guided_velocity
 from vidtune.sampling.rollout import RolloutSpec, rollout, transition_eval
 from vidtune.stages.grpo_signal import SignalState, compute_signal
@@ -177,6 +177,7 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
           f"transitions/sample, trainable {sum(p.numel() for p in params) / 1e6:.3f} M, refinements: "
           + (", ".join(k for k in ("vipo", "bpgo", "curriculum", "joint") if getattr(cfg, k).enabled) or "none"))
 
+    rewind_metrics(metrics.path, "grpo", start)
     with make_progress() as bar:
         task = bar.add_task("grpo", total=cfg.iterations, completed=start, info="", visible=progress)
         for it in range(start, cfg.iterations):

@@ -17,7 +17,7 @@ from vidtune.config import Recipe
 from vidtune.models.tiny import TinyConfig, TinyVideoPolicy, load_tiny
 from vidtune.progress import make_progress
 from vidtune.stages.fm_step import draw_batch, fm_loss
-from vidtune.runlog import MetricsWriter, atomic_torch_save, load_checkpoint, make_run_dir
+from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
 from vidtune.world.dataset import captions, examples, render_bank
 
 
@@ -64,6 +64,7 @@ def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
         ema.module.save_pretrained(stage_dir / "model")
 
     t_last, loss_acc, n_acc = time.time(), 0.0, 0
+    rewind_metrics(metrics.path, "pretrain", start)
     with make_progress() as bar:
         task = bar.add_task("pretrain", total=cfg.steps, completed=start, info="", visible=progress)
         for step in range(start, cfg.steps):

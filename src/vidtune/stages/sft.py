@@ -21,7 +21,7 @@ from vidtune.metrics.structure import structural_instability
 from vidtune.models.lora import add_lora, merge_lora
 from vidtune.models.tiny import TinyVideoPolicy, load_tiny
 from vidtune.progress import make_progress, track
-from vidtune.runlog import MetricsWriter, atomic_torch_save, load_checkpoint, make_run_dir
+from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
 from vidtune.stages.fm_step import draw_batch, fm_loss
 from vidtune.stages.pretrain import lr_at
 from vidtune.world.dataset import Example, captions, examples, render_bank
@@ -94,6 +94,7 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
           f"ψ percentiles [{pct.q_low:.3f}, {pct.q_high:.3f}]")
 
     t_last = time.time()
+    rewind_metrics(metrics.path, "sft", start)
     with make_progress() as bar:
         task = bar.add_task("sft", total=cfg.steps, completed=start, info="", visible=progress)
         for step in range(start, cfg.steps):
