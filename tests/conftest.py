@@ -5,9 +5,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import pytest  # noqa: E402
+import cv2  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("VIDTUNE_TEST_THREADS", "2")))
+cv2.setNumThreads(int(os.environ.get("VIDTUNE_TEST_THREADS", "2")))  # OpenCV ignores OMP_NUM_THREADS
 
 
 @pytest.fixture
