@@ -22,6 +22,8 @@ from vidtune.models.tiny import load_tiny
 from vidtune.preference.build import check_pairs, hard_negative_pairs, synthetic_pairs
 from vidtune.preference.pairs import PreferencePair, read_pairs, write_pairs
 from vidtune.progress import make_progress, track
+from vidtune.errors import VidtuneError
+from vidtune.rewards.compose import RewardSpec, build, compose
 from vidtune.rewards.verifier import ShapeWorldVerifier
 from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
 from vidtune.sampling.ode import generate
@@ -31,25 +33,33 @@ from vidtune.world.dataset import examples
 from vidtune.world.grammar import caption
 
 
+QUALITY_HEADS = ("sharpness", "noise", "motion_smoothness", "freeze")
+
+
 def shapeworld_judges():
-    """Quality, semantic and embedding functions for the embedded world (see preference/build.py)."""
+    """Quality, semantic and embedding functions for the embedded world (see preference/build.py):
+    Q = mean of the perceptual and temporal heads (each in [0, 1]), Sem = verifier score, e = learned-scorer
+    embedding (mean of its frame embeddings)."""
     verifier = ShapeWorldVerifier()
+    quality_heads = build([RewardSpec(n) for n in QUALITY_HEADS])
+    scorer = None
+    try:
+        from vidtune.rewards.scorer import LearnedScorer
+
+        scorer = LearnedScorer()
+    except VidtuneError:  # no shipped scorer: weight-free stand-in below
+        pass
 
     def semantic(videos, prompts):
         return verifier(videos, prompts).scores
 
     def quality(videos, prompts):
-        from vidtune.rewards.compose import quality_score
-
-        return quality_score(videos, prompts)
+        return compose(quality_heads, videos, prompts).heads.mean(1)
 
     def embed(videos):
-        try:
-            from vidtune.rewards.scorer import LearnedScorer
-
-            return LearnedScorer().frame_embeddings(videos).mean(1)
-        except Exception:  # no shipped scorer: weight-free stand-in (downsampled frames)
-            return F.avg_pool3d(videos.permute(0, 2, 1, 3, 4), (1, 4, 4)).flatten(1)
+        if scorer is not None and videos.shape[-1] == scorer.model.config.size:
+            return scorer.frame_embeddings(videos).mean(1)
+        return F.avg_pool3d(videos.permute(0, 2, 1, 3, 4), (1, 4, 4)).flatten(1)
 
     return quality, semantic, embed
 
