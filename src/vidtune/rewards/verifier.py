@@ -7,8 +7,9 @@ segment motions), order (the sequence, for "then" prompts), camera, pour. Each a
     score = clean · (½·all + ½·m)      ∈ [0, 1]
 
 so a clip that satisfies everything scores ``clean`` and one wrong atom costs at least one half. ``clean`` is the
-fraction of clean frames: a frame is unclean when palette-coloured pixels outside the accepted objects exceed a
-share of the expected object area, or when the background is rough (noise) — the guard against the noise-hack
+mean over frames of a soft cleanliness in [0, 1]: it falls linearly to 0 as palette-coloured pixels outside the
+accepted objects grow past a share of the expected object area, or as the background gets rough (noise, blocky
+patches) — the guard against the noise-hack
 found in the prototype (ENVIRONMENT.md §9): a judge must fail unclean frames. The error map [F, H, W] marks stray
 palette pixels (1) and the objects' pixels weighted by the share of failed object atoms.
 """
@@ -40,6 +41,11 @@ class Verdict:
     clean: float
     error_map: np.ndarray
     observed: dict = field(default_factory=dict)
+
+
+def ramp(x: np.ndarray, full: float, zero: float) -> np.ndarray:
+    """1 for x ≤ full, 0 for x ≥ zero, linear in between (a soft pass predicate)."""
+    return np.clip((zero - x) / (zero - full), 0.0, 1.0)
 
 
 def segment_palette(frames: np.ndarray, threshold: float) -> np.ndarray:
@@ -134,11 +140,14 @@ class ShapeWorldVerifier:
     name = "verifier"
     range = (0.0, 1.0)
 
-    def __init__(self, colour_threshold: float = 0.3, stray_limit: float = 0.5, roughness_limit: float = 0.08,
-                 flow: str = "dis"):
+    def __init__(self, colour_threshold: float = 0.3, stray: tuple[float, float] = (0.5, 1.5),
+                 roughness: tuple[float, float] = (0.03, 0.08), flow: str = "dis"):
+        """``stray`` and ``roughness`` are (full credit, zero credit) ramps of a frame's cleanliness: stray palette
+        pixels as a share of the expected object area, and mean |Laplacian| of the background (rendered clips:
+        ≤ 0.017; uniform noise: > 0.2)."""
         self.colour_threshold = colour_threshold
-        self.stray_limit = stray_limit
-        self.roughness_limit = roughness_limit
+        self.stray = stray
+        self.roughness = roughness
         self.flow = flow
 
     # ------------------------------------------------------------------------------------------ per clip
@@ -165,7 +174,7 @@ class ShapeWorldVerifier:
         rough = np.array([lap[t][~near[t]].mean() if (~near[t]).any() else 1.0 for t in range(f)])
         # flow near objects is smeared by the estimator; the camera is read far from them
         bg = ~np.stack([cv2.dilate(p.astype(np.uint8), np.ones((9, 9), np.uint8)) for p in palette_px]).astype(bool)
-        clean_frames = (stray_frac <= self.stray_limit) & (rough <= self.roughness_limit)
+        clean_frames = np.minimum(ramp(stray_frac, *self.stray), ramp(rough, *self.roughness))
         clean = float(clean_frames.mean())
 
         flow = video_flow(frames, self.flow)  # [F−1, 2, H, W]
