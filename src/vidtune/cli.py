@@ -165,6 +165,11 @@ def _print_summary(title: str, result: dict, against: dict | None = None) -> Non
             o = against["summary"].get(name, {})
             cells.append(f"{row['mean'] - o['mean']:+.3f}" if o.get("n") else "")
         table.add_row(*cells)
+    vb = result.get("vbench")
+    if vb:
+        dims = ", ".join(f"{k} {v:.3f}" for k, v in vb["dimensions"].items() if v == v)
+        table.caption = f"VBench-style: Quality {vb['quality']:.3f}, Semantic {vb['semantic']:.3f}, " \
+                        f"Total {vb['total']:.3f} ({dims})"
     out.print(table)
 
 
@@ -189,6 +194,12 @@ def eval_cmd(
         write_eval(other, out_path.with_name(out_path.stem + ".against.json"))
     _print_summary(f"eval {checkpoint}", res, other)
     out.print(f"[green]wrote[/green] {out_path}")
+
+
+from vidtune.annotate.cli import annotate_app, gsb as _gsb  # noqa: E402  (typer/rich only; heavy imports are lazy)
+
+app.add_typer(annotate_app, name="annotate")
+app.command("gsb")(_gsb)
 
 
 def main() -> None:

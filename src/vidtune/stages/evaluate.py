@@ -1,4 +1,5 @@
-"""Evaluation of a policy on fixed prompts and seeds: verifier atoms, scores and slices (ALGORITHMS.md §10).
+"""Evaluation of a policy on fixed prompts and seeds: verifier atoms, VBench-style dimensions, structural
+instability, slices (ALGORITHMS.md §10).
 
 The prompt set (seen + held-out instruction prompts) and the sampling noise depend only on ``eval.seed``, so the
 same clips are compared across stages and checkpoints.
@@ -14,7 +15,10 @@ import torch
 
 from vidtune.config import Recipe
 from vidtune.metrics.slices import slice_table
-from vidtune.rewards.verifier import ATOMS, ShapeWorldVerifier
+from vidtune.errors import VidtuneError
+from vidtune.metrics.structure import structural_instability
+from vidtune.metrics.vbench_eval import evaluate_videos
+from vidtune.rewards.verifier import ATOMS, COLOUR_NAMES, ShapeWorldVerifier, segment_palette
 from vidtune.sampling.ode import generate
 from vidtune.world.dataset import examples
 from vidtune.world.grammar import Scene, caption
@@ -34,13 +38,47 @@ def eval_set(recipe: Recipe) -> EvalSet:
                    [e.seed * 100_003 + i for i in range(len(exs))])
 
 
+SEMANTIC_DIMENSIONS = {"object_class": "atom/shape", "count": "atom/count", "colour": "atom/colour",
+                       "size": "atom/size", "motion": "atom/motion", "camera": "atom/camera",
+                       "temporal_order": "atom/order"}
+
+
 def score_videos(videos: torch.Tensor, es: EvalSet) -> dict[str, torch.Tensor]:
-    """Per-sample metrics [N]: verifier score, cleanliness and every atom (NaN where the prompt has no such atom)."""
+    """Per-sample metrics [N]: verifier score, cleanliness, every atom (NaN where the prompt has no such atom) and
+    the structural-instability ψ of the generated clip (objects = the verifier's target-colour components)."""
     out = ShapeWorldVerifier()(videos, es.prompts)
     metrics = {"verifier": out.scores, "clean": torch.tensor([d.get("clean", float("nan")) for d in out.details])}
     for a in ATOMS:
         metrics[f"atom/{a}"] = out.components.get(a, torch.full((len(es.prompts),), float("nan")))
+    metrics["structure_psi"] = torch.tensor([_psi(v, s) for v, s in zip(videos, es.scenes)])
     return metrics
+
+
+def _psi(video: torch.Tensor, scene: Scene) -> float:
+    frames = video.permute(0, 2, 3, 1).numpy()
+    target = segment_palette(frames, 0.3) == COLOUR_NAMES.index(scene.colour)
+    return structural_instability(video, None if scene.pour else target[:, None])
+
+
+def vbench_dimensions(videos: torch.Tensor, metrics: dict[str, torch.Tensor]) -> dict:
+    """VBench-style dimensions (ALGORITHMS.md §10.2) with the ShapeWorld semantic dimensions from the verifier."""
+    semantic = {name: float(torch.nanmean(metrics[key])) for name, key in SEMANTIC_DIMENSIONS.items()
+                if torch.isfinite(metrics[key]).any()}
+    feats, labels = None, {}
+    try:
+        from vidtune.rewards.scorer import LearnedScorer
+
+        scorer = LearnedScorer()
+        if videos.shape[-1] == scorer.model.config.size and videos.shape[1] == scorer.model.config.frames:
+            feats = lambda frames: scorer.frame_embeddings(frames[None].float())[0]  # noqa: E731
+            labels = {"subject": "learned ShapeWorld scorer frame embeddings (weight-free stand-in for DINO)",
+                      "background": "learned ShapeWorld scorer frame embeddings (stand-in for CLIP)"}
+    except VidtuneError:
+        pass
+    rep = evaluate_videos(videos, subject_features=feats, background_features=feats, feature_labels=labels,
+                          semantic=semantic).to_dict()
+    rep.pop("per_video")
+    return rep
 
 
 def evaluate_policy(policy, recipe: Recipe, progress: bool = True) -> dict:
@@ -51,6 +89,7 @@ def evaluate_policy(policy, recipe: Recipe, progress: bool = True) -> dict:
     metrics = score_videos(videos, es)
     table = slice_table(metrics, es.scenes)
     return {"summary": {k: v for k, v in table["all"].items()}, "slices": table,
+            "vbench": vbench_dimensions(videos, metrics),
             "per_sample": {k: v.tolist() for k, v in metrics.items()}, "prompts": es.prompts,
             "videos": videos[: recipe.eval.grid_prompts]}
 
