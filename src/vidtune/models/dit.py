@@ -123,11 +123,30 @@ class VideoDiT(nn.Module):
         h = h.view(b, f, hh, ww, self.out_channels, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)
         return h.reshape(b, self.out_channels, f * pt, hh * ph, ww * pw)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def attach_branch(self, branch: nn.Module, decoder_blocks: int) -> None:
+        """Insert a motion branch before the last ``decoder_blocks`` blocks (models/motion_branch.py)."""
+        if not 1 <= decoder_blocks <= len(self.blocks):
+            raise ValueError(f"decoder_blocks must be in [1, {len(self.blocks)}], got {decoder_blocks}")
+        self.branch, self.decoder_blocks = branch, decoder_blocks
+
+    def decoder_modules(self) -> list[nn.Module]:
+        """The output stage (ALGORITHMS.md §7.3 "decoder"): last blocks, final norm/modulation/projection, branch."""
+        n = getattr(self, "decoder_blocks", 1)
+        mods = list(self.blocks[len(self.blocks) - n :]) + [self.final_ada, self.final]
+        return mods + ([self.branch] if getattr(self, "branch", None) is not None else [])
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
+                return_flow: bool = False):
         ctx, pooled = self.text(tokens, mask)
         c = self.t_mlp(timestep_embedding(t, 256).to(x.dtype)) + self.text_proj(pooled)
         h = self.tokens_in(x)
-        for block in self.blocks:
+        branch = getattr(self, "branch", None)
+        split = len(self.blocks) - getattr(self, "decoder_blocks", 0)
+        flow = None
+        for i, block in enumerate(self.blocks):
+            if branch is not None and i == split:
+                h, flow = branch(h, self.grid)
             h = block(h, c, ctx, mask)
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
-        return self.unpatchify(self.final(modulate(self.final_norm(h), shift, scale)))
+        out = self.unpatchify(self.final(modulate(self.final_norm(h), shift, scale)))
+        return (out, flow) if return_flow else out

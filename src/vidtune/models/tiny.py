@@ -23,6 +23,7 @@ from torch import nn
 from vidtune.errors import VidtuneError
 from vidtune.math.flow_matching import velocity_from_x0
 from vidtune.models.dit import VideoDiT
+from vidtune.models.motion_branch import MotionBranch
 from vidtune.models.policy import Cond
 from vidtune.models.text import WordTokenizer
 from vidtune.world.grammar import vocabulary
@@ -42,6 +43,8 @@ class TinyConfig:
     text_len: int = 16
     text_layers: int = 2
     t_min: float = 0.05
+    motion_branch: bool = False
+    decoder_blocks: int = 1
     vocab: tuple[str, ...] = ()
 
     @classmethod
@@ -74,6 +77,8 @@ class TinyVideoPolicy(nn.Module):
             hidden=config.hidden, depth=config.depth, heads=config.heads, mlp_ratio=config.mlp_ratio,
             vocab_size=self.tokenizer.size, text_len=config.text_len, text_layers=config.text_layers,
         )
+        if config.motion_branch:
+            self.net.attach_branch(MotionBranch(config.hidden), config.decoder_blocks)
 
     # ----------------------------------------------------------------------------------------- protocol
     def encode_prompts(self, prompts: list[str], images: torch.Tensor | None = None,
@@ -118,12 +123,30 @@ class TinyVideoPolicy(nn.Module):
         return out
 
     def velocity(self, latents: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
+        return self.velocity_and_flow(latents, t, cond)[0]
+
+    def velocity_and_flow(self, latents: torch.Tensor, t: torch.Tensor, cond: Cond):
+        """(v [B, 3, F, H, W], flow [B, F−1, 2, H', W'] from the motion branch, or None without one)."""
         b, dt = latents.shape[0], self.dtype
         t = torch.as_tensor(t, device=latents.device).to(dt)
         t = t.expand(b) if t.ndim == 0 else t
         x = torch.cat([latents.to(dt), self.image_condition(cond, b).to(dt)], dim=1)
-        x0_hat = self.net(x, t, cond["tokens"], cond["mask"])
-        return velocity_from_x0(latents.to(dt), x0_hat, t, self.config.t_min)
+        x0_hat, flow = self.net(x, t, cond["tokens"], cond["mask"], return_flow=True)
+        return velocity_from_x0(latents.to(dt), x0_hat, t, self.config.t_min), flow
+
+    def attach_motion_branch(self, decoder_blocks: int = 1) -> None:
+        """Add the physics-aware branch (zero-initialised fusion: outputs unchanged) and record it in the config."""
+        self.net.attach_branch(MotionBranch(self.config.hidden).to(self.device, self.dtype), decoder_blocks)
+        self.config = TinyConfig(**{**asdict(self.config), "motion_branch": True, "decoder_blocks": decoder_blocks})
+
+    def freeze_backbone(self) -> list[torch.nn.Parameter]:
+        """Freeze everything but the decoder-level modules (§7.3); returns the trainable parameters."""
+        self.requires_grad_(False)
+        params = []
+        for m in self.net.decoder_modules():
+            m.requires_grad_(True)
+            params += list(m.parameters())
+        return params
 
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]

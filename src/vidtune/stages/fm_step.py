@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import torch
 
+from vidtune.math.structure_weights import epe_loss
 from vidtune.math.flow_matching import interpolate, per_sample_mse, sample_t, velocity_target, weighted_fm_loss
 
 
@@ -30,17 +31,28 @@ def draw_batch(step: int, seed: int, n_data: int, batch: int, p_drop: float, p_i
 
 
 class FMLoss(NamedTuple):
-    loss: torch.Tensor  # scalar L_FM (weighted mean)
+    loss: torch.Tensor  # scalar L_FM (weighted mean) [+ λ_flow·EPE]
     errors: torch.Tensor  # [B] per-sample e_b (detached)
+    epe: torch.Tensor | None = None  # motion-branch EPE (detached), when a flow target was given
 
 
-def fm_loss(policy, video: torch.Tensor, prompts: list[str], fb: FMBatch,
-            weights: torch.Tensor | None = None) -> FMLoss:
+def fm_loss(policy, video: torch.Tensor, prompts: list[str], fb: FMBatch, weights: torch.Tensor | None = None,
+            flow_target: torch.Tensor | None = None, lambda_flow: float = 0.0) -> FMLoss:
     """L_FM = (1/B)·Σ ω_b·e_b on pixel videos [B, F, 3, H, W] (latents via the policy), with I2V rows conditioned
-    on their first frame."""
+    on their first frame; plus λ_flow·EPE of the motion branch against ``flow_target`` [B, F−1, 2, H', W']
+    (ALGORITHMS.md §7.3) when given."""
     x0 = policy.encode_video(video)
     eps = torch.randn(x0.shape, generator=fb.generator)
     cond = policy.encode_prompts(["" if d else p for p, d in zip(prompts, fb.drop.tolist())],
                                  images=video[:, 0], image_mask=fb.i2v)
-    errors = per_sample_mse(policy.velocity(interpolate(x0, eps, fb.t), fb.t, cond), velocity_target(x0, eps))
-    return FMLoss(weighted_fm_loss(errors, weights), errors.detach())
+    xt = interpolate(x0, eps, fb.t)
+    if flow_target is None:
+        v, epe = policy.velocity(xt, fb.t, cond), None
+    else:
+        v, flow = policy.velocity_and_flow(xt, fb.t, cond)
+        epe = epe_loss(flow, flow_target.to(flow.dtype))
+    errors = per_sample_mse(v, velocity_target(x0, eps))
+    loss = weighted_fm_loss(errors, weights)
+    if epe is not None:
+        loss = loss + lambda_flow * epe
+    return FMLoss(loss, errors.detach(), None if epe is None else epe.detach())

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from vidtune.config import Recipe
-from vidtune.math.structure_weights import score_percentiles, structure_weights
+from vidtune.errors import VidtuneError
+from vidtune.math.structure_weights import resize_flow, score_percentiles, structure_weights
 from vidtune.metrics.structure import structural_instability
 from vidtune.models.lora import add_lora, merge_lora
 from vidtune.models.tiny import TinyVideoPolicy, load_tiny
@@ -36,14 +37,17 @@ def sft_examples(recipe: Recipe) -> list[Example]:
                                                                                       "train")
 
 
-def structure_scores(exs: list[Example], recipe: Recipe, progress: bool) -> torch.Tensor:
-    """ψ of every target clip (exact renderer flow and masks), NaN when it cannot be computed."""
+def target_signals(exs: list[Example], recipe: Recipe, grid: tuple[int, int], progress: bool):
+    """Per target clip: ψ (exact renderer flow and masks; zeros when re-weighting is off) and the ground-truth
+    flow resized to the decoder grid with vectors rescaled (ALGORITHMS.md §7.3) → ([N], [N, F−1, 2, H', W'])."""
     st, world = recipe.sft.structure, recipe.world
-    out = []
-    for e in track(exs, "structure scores", disable=not progress):
+    psi, flows = [], []
+    for e in track(exs, "targets: structure + flow", disable=not progress):
         clip = e.render(world)
-        out.append(structural_instability(clip.video, clip.masks, st.w_bg, st.w_obj, flows=clip.flow))
-    return torch.tensor(out, dtype=torch.float32)
+        psi.append(structural_instability(clip.video, clip.masks, st.w_bg, st.w_obj, flows=clip.flow)
+                   if st.enabled else 0.0)
+        flows.append(resize_flow(torch.from_numpy(clip.flow), grid, mode="area"))
+    return torch.tensor(psi, dtype=torch.float32), torch.stack(flows)
 
 
 def trainable_policy(recipe: Recipe, init: str | None = None) -> TinyVideoPolicy:
@@ -53,6 +57,11 @@ def trainable_policy(recipe: Recipe, init: str | None = None) -> TinyVideoPolicy
         from vidtune.stages.pretrain import build_model
 
         policy = build_model(recipe)
+    ph = recipe.sft.physics
+    if ph.enabled:
+        if not policy.config.motion_branch:
+            policy.attach_motion_branch(ph.decoder_blocks)
+        policy.freeze_backbone()  # only decoder-level parameters (and the branch) train
     if recipe.sft.lora_rank:
         add_lora(policy.net, recipe.sft.lora_rank, recipe.sft.lora_targets)
     return policy.train()
@@ -71,15 +80,17 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
     metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "sft")
 
     exs = sft_examples(recipe)
-    psi = structure_scores(exs, recipe, progress) if cfg.structure.enabled else torch.zeros(len(exs))
+    policy = trainable_policy(recipe, init)
+    psi, flow_targets = target_signals(exs, recipe, policy.net.grid[1:], progress)
     if cfg.structure.hard_limit is not None:
         keep = ~(psi > cfg.structure.hard_limit)
-        exs, psi = [e for e, k in zip(exs, keep.tolist()) if k], psi[keep]
+        exs, psi, flow_targets = [e for e, k in zip(exs, keep.tolist()) if k], psi[keep], flow_targets[keep]
+    if not exs:
+        raise VidtuneError("the SFT dataset is empty (sft.dataset_size, or every clip above sft.structure.hard_limit)")
     pct = score_percentiles(psi)
     bank = render_bank(exs, recipe.world, progress=progress)
     texts = captions(exs, "instruction", seed, 0.0)
 
-    policy = trainable_policy(recipe, init)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     start = 0
@@ -103,7 +114,8 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
             w = structure_weights(psi[fb.index], pct.q_low, pct.q_high, st.gamma if st.enabled else 0.0,
                                   st.omega_min, st.omega_max)
             out = fm_loss(policy, bank[fb.index].float() / 255.0, [texts[i] for i in fb.index.tolist()], fb,
-                          w.omega)
+                          w.omega, flow_targets[fb.index] if cfg.physics.enabled else None,
+                          cfg.physics.lambda_flow)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg.lr, cfg.warmup)
             opt.zero_grad(set_to_none=True)
@@ -112,7 +124,9 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
             opt.step()
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 dt = (time.time() - t_last) / cfg.log_every
-                metrics.log(step + 1, loss=out.loss.item(), grad_norm=float(gnorm), weight_min=float(w.omega.min()),
+                extra = {} if out.epe is None else {"flow_epe": float(out.epe)}
+                metrics.log(step + 1, loss=out.loss.item(), **extra, grad_norm=float(gnorm),
+                            weight_min=float(w.omega.min()),
                             weight_max=float(w.omega.max()), psi_hat_mean=float(w.psi_hat.mean()),
                             psi_missing=w.n_missing, step_time=dt)
                 bar.update(task, info=f"loss {out.loss.item():.4f}")

@@ -1,0 +1,122 @@
+"""ALGORITHMS.md §7 property tests on the tiny model: zero-initialised fusion, frozen backbone, gradient
+accumulation invariance, the flow-matching loss limit."""
+
+import copy
+
+import torch
+
+from vidtune.math.flow_matching import per_sample_mse, velocity_target, weighted_fm_loss
+from vidtune.math.structure_weights import epe_loss
+from vidtune.stages.fm_step import draw_batch, fm_loss
+
+
+def _video(n=4, seed=0):
+    return torch.rand(n, 4, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def test_zero_initialised_fusion_leaves_outputs_bitwise_unchanged(tiny_policy):
+    """Property 3: with the branch attached the output is bit-identical; Z still gets a non-zero gradient and the
+    head's parameters get gradient from the EPE term."""
+    with torch.no_grad():
+        tiny_policy.net.final.weight.normal_(std=0.1)
+    x = torch.randn(2, 3, 4, 16, 16)
+    t = torch.tensor([0.3, 0.8])
+    cond = tiny_policy.encode_prompts(["a red circle", "one small blue square falls"])
+    with torch.no_grad():
+        before = tiny_policy.velocity(x, t, cond)
+    tiny_policy.attach_motion_branch(1)
+    with torch.no_grad():
+        after = tiny_policy.velocity(x, t, cond)
+    assert torch.equal(before, after)
+    v, flow = tiny_policy.velocity_and_flow(x, t, cond)
+    assert flow.shape == (2, 3, 2, 2, 2)
+    loss = v.square().mean() + 0.1 * epe_loss(flow, torch.ones_like(flow))
+    loss.backward()
+    br = tiny_policy.net.branch
+    assert float(br.zero.weight.grad.abs().sum()) > 0
+    assert float(br.to_flow.weight.grad.abs().sum()) > 0 and float(br.phi[0].weight.grad.abs().sum()) > 0
+
+
+def test_frozen_backbone_is_bitwise_unchanged_after_training(tiny_policy):
+    """Property 4: after k optimiser steps every backbone tensor is unchanged; the optimiser holds only decoder-level
+    parameters and the branch."""
+    tiny_policy.attach_motion_branch(1)
+    params = tiny_policy.freeze_backbone()
+    backbone = {n: p.detach().clone() for n, p in tiny_policy.named_parameters() if not p.requires_grad}
+    allowed = {id(p) for m in tiny_policy.net.decoder_modules() for p in m.parameters()}
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    assert all(id(p) in allowed for g in opt.param_groups for p in g["params"])
+    assert any(n.startswith("net.blocks.0.") for n in backbone) and not any(
+        n.startswith("net.branch") for n in backbone)
+    video = _video()
+    for step in range(3):
+        fb = draw_batch(step, 0, 4, 4, 0.1, 0.3, "logit_normal")
+        out = fm_loss(tiny_policy, video, ["a red circle"] * 4, fb, None, torch.randn(4, 3, 2, 2, 2), 0.1)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    for n, p in tiny_policy.named_parameters():
+        if n in backbone:
+            assert torch.equal(p, backbone[n]), n
+    assert not torch.equal(tiny_policy.net.final.weight, torch.zeros_like(tiny_policy.net.final.weight))
+
+
+def test_gradient_accumulation_1x8_equals_8x1(tiny_policy):
+    """Property 6 (fp64): the gradient of the weighted loss over 8 samples equals the sum of 8 single-sample
+    backward passes of (1/8)·ω_b·e_b (same t, ε, prompts)."""
+    policy = tiny_policy.double()
+    with torch.no_grad():
+        policy.net.final.weight.normal_(std=0.1)
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.rand(8, 3, 4, 16, 16, generator=g, dtype=torch.float64) * 2 - 1
+    eps = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    t = torch.rand(8, generator=g, dtype=torch.float64)
+    w = torch.rand(8, generator=g, dtype=torch.float64) + 0.5
+    cond = policy.encode_prompts(["a red circle", "two small green squares move left"] * 4)
+    xt = (1 - t.view(-1, 1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1, 1) * eps
+
+    def grads():
+        return torch.cat([p.grad.flatten() for p in policy.parameters() if p.grad is not None])
+
+    policy.zero_grad()
+    weighted_fm_loss(per_sample_mse(policy.velocity(xt, t, cond), velocity_target(x0, eps)), w).backward()
+    full = grads()
+    policy.zero_grad()
+    for b in range(8):
+        c = {k: v[b : b + 1] for k, v in cond.items()}
+        e = per_sample_mse(policy.velocity(xt[b : b + 1], t[b : b + 1], c), velocity_target(x0[b : b + 1],
+                                                                                         eps[b : b + 1]))
+        (w[b] * e.sum() / 8).backward()
+    assert torch.allclose(grads(), full, rtol=1e-6, atol=1e-12)
+    policy.float()
+
+
+def test_loss_with_zero_velocity_is_mean_square_of_target():
+    """Property 2: v_θ ≡ 0 ⇒ L_FM = mean((ε − x_0)²); hand case x_0 = 1, ε = 3 ⇒ 4."""
+    x0, eps = torch.ones(2, 3, 2, 2, 2), torch.full((2, 3, 2, 2, 2), 3.0)
+    assert float(weighted_fm_loss(per_sample_mse(torch.zeros_like(x0), velocity_target(x0, eps)))) == 4.0
+
+
+def test_lora_training_leaves_base_weights_untouched(tiny_policy):
+    from vidtune.models.lora import add_lora, adapters_disabled, merge_lora
+
+    with torch.no_grad():
+        tiny_policy.net.final.weight.normal_(std=0.1)  # zero output layer would hide what the adapters do
+    base = copy.deepcopy(tiny_policy)
+    add_lora(tiny_policy.net, 2, ("q", "kv", "out"))
+    params = [p for p in tiny_policy.parameters() if p.requires_grad]
+    assert params and all("lora_" in n for n, p in tiny_policy.named_parameters() if p.requires_grad)
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    fb = draw_batch(0, 0, 4, 4, 0.0, 0.0, "logit_normal")
+    for _ in range(2):
+        opt.zero_grad()
+        fm_loss(tiny_policy, _video(), ["a red circle"] * 4, fb).loss.backward()
+        opt.step()
+    x, t = torch.randn(1, 3, 4, 16, 16), torch.tensor([0.5])
+    cond = base.encode_prompts(["a red circle"])
+    with torch.no_grad(), adapters_disabled(tiny_policy):
+        assert torch.equal(tiny_policy.velocity(x, t, cond), base.velocity(x, t, cond))
+    merged = merge_lora(copy.deepcopy(tiny_policy))
+    with torch.no_grad():
+        assert not torch.allclose(tiny_policy.velocity(x, t, cond), base.velocity(x, t, cond))
+        assert torch.allclose(merged.velocity(x, t, cond), tiny_policy.velocity(x, t, cond), atol=1e-5)
