@@ -46,8 +46,13 @@ class WorldConfig(Section):
 
 
 class ModelConfig(Section):
-    """The embedded pixel-space video DiT (models/tiny.py)."""
+    """The generator: the embedded pixel-space video DiT (models/tiny.py) or a diffusers Wan model (models/wan.py,
+    built by models/factory.load_policy)."""
 
+    type: Literal["tiny", "wan"] = Field("tiny", description="Generator family.")
+    hub_id: str | None = Field(None, description="type=wan: hub id, e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers.")
+    path: str | None = Field(None, description="type=wan: local diffusers or vidtune-LoRA folder (wins over hub_id).")
+    options: dict = Field(default_factory=dict, description="type=wan: models/wan.py WanConfig fields (frames, …).")
     patch: tuple[int, int, int] = Field((1, 8, 8), description="Patch size (frames, height, width).")
     hidden: int = Field(128, ge=16, description="Transformer width.")
     depth: int = Field(4, ge=1, description="Number of DiT blocks.")
@@ -63,6 +68,10 @@ class ModelConfig(Section):
     def _heads_divide(self) -> "ModelConfig":
         if self.hidden % self.heads:
             raise ValueError(f"model.hidden={self.hidden} is not divisible by model.heads={self.heads}")
+        if self.type == "wan" and not (self.hub_id or self.path):
+            raise ValueError("model.type=wan needs model.hub_id or model.path")
+        if self.type == "tiny" and (self.hub_id or self.path or self.options):
+            raise ValueError("model.hub_id, model.path and model.options are for model.type=wan")
         return self
 
 
@@ -106,6 +115,14 @@ class StructureConfig(Section):
     hard_limit: float | None = Field(None, description="Drop clips with ψ above this (broken targets).")
 
 
+class PhysicsConfig(Section):
+    """Physics-aware SFT (ALGORITHMS.md §7.3): flow head on decoder features, zero-initialised fusion."""
+
+    enabled: bool = Field(False, description="Attach the motion branch and train only decoder-level parameters.")
+    lambda_flow: float = Field(0.1, ge=0, description="λ_flow in L = L_FM + λ_flow·EPE.")
+    decoder_blocks: int = Field(1, ge=1, description="DiT blocks (from the end) that count as the decoder.")
+
+
 class SFTConfig(Section):
     """Stage I: flow-matching SFT on instruction captions (stages/sft.py, ALGORITHMS.md §7)."""
 
@@ -126,6 +143,7 @@ class SFTConfig(Section):
     ckpt_every: int = Field(200, ge=1)
     log_every: int = Field(25, ge=1)
     structure: StructureConfig = StructureConfig()
+    physics: PhysicsConfig = PhysicsConfig()
 
 
 class RolloutConfig(Section):
