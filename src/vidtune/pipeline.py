@@ -71,20 +71,57 @@ def evaluate_stage(name: str, model_path: str, recipe: Recipe, run_dir: Path, pr
     return json.loads(out.read_text())
 
 
+def stage_diagnostics(name: str, prev_model: str, model: str, prev_eval: dict, this_eval: dict,
+                      run_dir: Path, recipe: Recipe) -> dict:
+    """Drift from the stage's starting point, and for GRPO the reward-hacking and saturation alarms."""
+    import torch
+
+    from vidtune.metrics.diagnostics import divergence_alarm, saturation_alarm, velocity_drift
+    from vidtune.runlog import read_metrics
+
+    new, old = load_tiny(model), load_tiny(prev_model)
+    c = new.config
+    g = torch.Generator().manual_seed(recipe.eval.seed)
+    x = torch.randn(8, 3, c.frames, c.size, c.size, generator=g)
+    t = torch.rand(8, generator=g)
+    cond = new.encode_prompts(this_eval["prompts"][:8] + [""] * max(0, 8 - len(this_eval["prompts"])))
+    out = {"drift_from_start": velocity_drift(new, old, x, t, cond)}
+
+    def heldout(ev):
+        return ev["slices"].get("heldout", {}).get("verifier", {}).get("mean", float("nan"))
+
+    if name == "grpo":
+        rows = read_metrics(run_dir / "metrics.jsonl", "grpo")
+        hack = divergence_alarm([r["reward"] for r in rows], heldout(prev_eval), heldout(this_eval))
+        sat = saturation_alarm([r.get("group_std_mean", float("nan")) for r in rows])
+        out |= {"reward_hacking": hack._asdict(), "saturation": sat._asdict()}
+        for a in (hack, sat):
+            if a.fired:
+                print(f"[alarm] {name}: {a.message}")
+    return out
+
+
 def run_pipeline(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
     run_dir = Path(run_dir)
     prepare_run_dir(recipe, run_dir, resume)
     base = str(resolve_model_path(recipe.model.init or "builtin:base"))
-    evaluate_stage("base", base, recipe, run_dir, progress)
-    prev = base
+    prev, prev_eval = base, evaluate_stage("base", base, recipe, run_dir, progress)
+    diag_file = run_dir / "evals" / "diagnostics.json"
+    diagnostics = json.loads(diag_file.read_text()) if diag_file.exists() else {}
     for name in recipe.pipeline.stages:
         stage_dir = run_dir / name
         if not (stage_dir / "DONE").exists():
             print(f"== stage {name} (from {prev})")
             _stage_runner(name)(recipe, run_dir, init=prev, progress=progress)
             (stage_dir / "DONE").write_text(prev + "\n")
-        prev = str(stage_dir / "model")
-        evaluate_stage(name, prev, recipe, run_dir, progress)
+        model = str(stage_dir / "model")
+        this_eval = evaluate_stage(name, model, recipe, run_dir, progress)
+        if name not in diagnostics:
+            diagnostics[name] = stage_diagnostics(name, prev, model, prev_eval, this_eval, run_dir, recipe)
+            tmp = diag_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(diagnostics, indent=1, default=float))
+            tmp.replace(diag_file)
+        prev, prev_eval = model, this_eval
     if recipe.pipeline.report:
         from vidtune.report import write_report
 

@@ -119,6 +119,15 @@ def write_report(run_dir: str | Path) -> Path:
                      f"<td>{g['sign_test_p']:.3g}</td></tr></table>")
         parts.append(f"<h2>Slices ({last_name} vs base, verifier score)</h2>" + _slice_table(first, last,
                                                                                           ("base", last_name)))
+    diag_file = run_dir / "evals" / "diagnostics.json"
+    if diag_file.exists():
+        rows = []
+        for stage, d in json.loads(diag_file.read_text()).items():
+            alarms = [f"<b class='alarm'>{html.escape(v['message'])}</b>" if v["fired"] else html.escape(v["message"])
+                      for k, v in d.items() if isinstance(v, dict)]
+            rows.append(f"<tr><th>{stage}</th><td>{d['drift_from_start']:.4g}</td><td>{'<br>'.join(alarms)}</td></tr>")
+        parts.append("<h2>Diagnostics</h2><table class='metrics'><tr><th>stage</th><th>velocity drift from its "
+                     "start</th><th>alarms</th></tr>" + "".join(rows) + "</table>")
     parts.append("<h2>Training curves</h2>")
     for stage in ("sft", "grpo", "dpo"):
         uri = _curves(read_metrics(metrics_file, stage), stage)
@@ -127,7 +136,7 @@ def write_report(run_dir: str | Path) -> Path:
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
              "margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}.d{color:#666}"
              ".grid{display:flex;flex-wrap:wrap;gap:8px}.video{image-rendering:pixelated;max-width:100%}"
-             "figure{margin:0}.plot{max-width:100%;display:block;margin:6px 0}")
+             "figure{margin:0}.plot{max-width:100%;display:block;margin:6px 0}.alarm{color:#b00}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>vidtune {html.escape(run_dir.name)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
     out = run_dir / "report.html"
