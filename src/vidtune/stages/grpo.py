@@ -187,7 +187,9 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
             policy.eval()
             ro, cond, uncond = do_rollout(policy, prompts, cfg.group_size, spec, seed * 1009 + it)
             videos = policy.decode(ro.final)
+            t1 = time.time()
             scored = compose(rewarder, videos, ro.prompts)
+            t2 = time.time()
             sig, state = compute_signal(scored.heads, scored.scalar, torch.isfinite(scored.scalar),
                                         None if prior is None else prior[idx], state, cfg)
             adv, aux, logs = sig.advantages, sig.aux, dict(sig.logs)
@@ -197,14 +199,17 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
                 aux = None if aux is None else dense_advantage(m, aux)
                 logs.update(vlogs)
             policy.train()
+            t3 = time.time()
             upd = update(policy, ref, ro, cond, uncond, adv, aux, sig.valid, cfg, opt, params, it)
             for i, name in enumerate(scored.head_names):
                 col = scored.heads[:, i]
                 logs[f"reward/{name}"] = float(torch.nanmean(col))
                 logs[f"reward/{name}_std"] = float(col[torch.isfinite(col)].std()) if torch.isfinite(col).sum() > 1 else 0.0
             logs.update(scored.counters)
+            t4 = time.time()
             metrics.log(it + 1, reward=float(torch.nanmean(scored.scalar)), **upd, **logs,
-                        iter_time=time.time() - t0)
+                        iter_time=t4 - t0, time_rollout=t1 - t0, time_reward=t2 - t1, time_signal=t3 - t2,
+                        time_update=t4 - t3)
             bar.update(task, info=f"reward {float(torch.nanmean(scored.scalar)):.3f}")
             if (it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iterations:
                 atomic_torch_save({"model": policy.state_dict(), "opt": opt.state_dict(), "signal": state,
