@@ -1,0 +1,131 @@
+"""One entry point for stage code: build the tiny or the Wan policy from a recipe or a path, and the few helpers
+whose behaviour differs between the two (LoRA injection, a no-copy LoRA reference, ViPO's latent time layout)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidtune.errors import VidtuneError
+
+
+def _spec_kind(spec: str | Path) -> str:
+    """'tiny' for ``builtin:*`` or a folder whose config.json says tiny_dit; 'wan' for a diffusers / vidtune-Wan
+    folder or anything that looks like a hub id (``org/name`` that is not a local path)."""
+    s = str(spec)
+    if s.startswith("builtin:"):
+        return "tiny"
+    p = Path(s).expanduser()
+    if p.is_dir():
+        if (p / "model_index.json").is_file() or (p / "vidtune_wan.json").is_file():
+            return "wan"
+        cfg = p / "config.json"
+        if cfg.is_file():
+            try:
+                if json.loads(cfg.read_text()).get("type") == "tiny_dit":
+                    return "tiny"
+            except json.JSONDecodeError:
+                pass
+        raise VidtuneError(f"{p} is neither a vidtune tiny model (config.json with type tiny_dit) nor a Wan "
+                           "checkpoint (model_index.json of a diffusers WanPipeline)")
+    if p.exists():
+        raise VidtuneError(f"model path {p} is a file, not a checkpoint folder")
+    if s.count("/") == 1 and not s.startswith((".", "/", "~")):
+        return "wan"
+    raise VidtuneError(f"model '{s}' not found: not a local folder and not a hub id of the form org/name")
+
+
+def load_policy(recipe_or_spec: Any, options: dict | None = None):
+    """The policy a recipe (``model`` section) or a spec names.
+
+    ``recipe_or_spec``: a ``Recipe``, its ``ModelConfig``, or a string — ``builtin:base`` / a tiny folder (tiny),
+    a diffusers Wan folder, a vidtune Wan LoRA folder or a hub id (Wan). ``options`` (Wan only) overrides
+    ``model.options`` (``WanConfig`` fields). A tiny recipe with ``model.init = null`` builds a random model."""
+    from vidtune.config import ModelConfig, Recipe
+
+    model_cfg = recipe_or_spec.model if isinstance(recipe_or_spec, Recipe) else recipe_or_spec
+    if isinstance(model_cfg, ModelConfig):
+        if model_cfg.type == "tiny":
+            if model_cfg.init is None:
+                if not isinstance(recipe_or_spec, Recipe):
+                    raise VidtuneError("model.init is null: building a random tiny model needs the whole recipe")
+                from vidtune.stages.pretrain import build_model
+
+                return build_model(recipe_or_spec)
+            return _load_tiny(model_cfg.init)
+        return _load_wan(model_cfg.path or model_cfg.hub_id, {**model_cfg.options, **(options or {})})
+    if isinstance(recipe_or_spec, (str, Path)):
+        if _spec_kind(recipe_or_spec) == "tiny":
+            return _load_tiny(recipe_or_spec)
+        return _load_wan(recipe_or_spec, options or {})
+    raise VidtuneError(f"load_policy expects a Recipe, a ModelConfig or a path/hub id, got "
+                       f"{type(recipe_or_spec).__name__}")
+
+
+def _load_tiny(spec):
+    from vidtune.models.tiny import load_tiny
+
+    return load_tiny(spec)
+
+
+def _load_wan(spec, options: dict):
+    from vidtune.models.wan import WanConfig, WanVideoPolicy
+
+    return WanVideoPolicy.from_pretrained(spec, WanConfig.from_dict(options))
+
+
+def attach_lora(policy, rank: int, targets: tuple[str, ...], alpha: float | None = None):
+    """LoRA through peft on whichever network the policy trains: ``policy.add_lora`` (Wan: both experts, diffusers'
+    adapter bookkeeping so ``save_lora`` works) or ``models.lora.add_lora(policy.net, …)`` (tiny)."""
+    if hasattr(policy, "add_lora"):
+        return policy.add_lora(rank, tuple(targets), alpha)
+    from vidtune.models.lora import add_lora
+
+    add_lora(policy.net, rank, tuple(targets), alpha)
+    return policy
+
+
+class AdaptersOff:
+    """π_ref as a view of a LoRA policy: every protocol call runs with the adapters disabled and without gradient,
+    so a 14B model needs no frozen copy (ALGORITHMS.md Notation, "same network with its LoRA adapters disabled")."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def __getattr__(self, name: str):
+        return getattr(self.policy, name)
+
+    @contextmanager
+    def _off(self) -> Iterator[None]:
+        from vidtune.models.lora import adapters_disabled
+
+        with torch.no_grad(), adapters_disabled(self.policy):
+            yield
+
+    def velocity(self, latents, t, cond):
+        with self._off():
+            return self.policy.velocity(latents, t, cond)
+
+    def encode_prompts(self, prompts, images=None, image_mask=None):
+        return self.policy.encode_prompts(prompts, images=images, image_mask=image_mask)
+
+
+def reference_policy(policy):
+    """The reference π_ref: the adapters-disabled view when the policy carries LoRA layers, else a frozen copy."""
+    from vidtune.models.lora import lora_layers
+
+    if any(True for _ in lora_layers(policy)):
+        return AdaptersOff(policy)
+    import copy
+
+    return copy.deepcopy(policy).eval().requires_grad_(False)
+
+
+def vipo_time_layout(policy) -> tuple[str, int]:
+    """(vae, stride) for ``math.vipo.vipo_map_batch``: ('causal', 4) for Wan, ('pixel', 1) for the tiny model."""
+    return getattr(policy, "vae_time", "pixel"), int(getattr(policy, "temporal_stride", 1))
