@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vidtune.errors import ConfigError
 
@@ -216,6 +216,12 @@ class BpgoConfig(Section):
     varsigma: float = Field(1.0, ge=0, description="ς: weight of the CRT surrogate term.")
     ras_scales_crt: bool = False
     prior: Literal["t2v_reference", "ema"] = "t2v_reference"
+
+    @field_validator("crt", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        """YAML 1.1 reads a bare `off` as false; `crt: off` means the string."""
+        return "off" if v is False else v
     n_prior: int = Field(4, ge=1, description="Reference samples per prompt for the t2v_reference prior.")
     ema_momentum: float = Field(0.9, ge=0, lt=1)
 
