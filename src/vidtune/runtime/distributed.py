@@ -1,0 +1,104 @@
+"""Data-parallel training through torch.distributed (DDP; gloo on CPU, NCCL on GPU), plus the accelerate recipe.
+
+DDP averages gradients over ranks, so with equal shards of a global batch and a per-rank *mean* loss the gradients
+equal single-process gradients on the whole batch (tests/integration/test_runtime.py checks it with 2 gloo ranks).
+
+On GPUs the same loop runs under accelerate (DDP, or FSDP for large models), launched by ``accelerate launch`` or
+``torchrun`` (which set RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT)::
+
+    from accelerate import Accelerator
+    acc = Accelerator(mixed_precision="bf16")            # FSDP: `accelerate config` → FSDP, or
+    # acc = Accelerator(fsdp_plugin=FullyShardedDataParallelPlugin(auto_wrap_policy="transformer_based_wrap"))
+    policy.net, opt = acc.prepare(policy.net, opt)       # wraps in DDP / FSDP, moves to the rank's device
+    loss = fm_loss(policy, video[shard(b, acc.process_index, acc.num_processes)], ...).loss
+    acc.backward(loss); opt.step(); opt.zero_grad()
+
+Under ``runtime: ray`` the policy actors of one placement group form the process group (Ray Train's
+``TorchTrainer`` does this wiring; or call :func:`init_process_group` in each actor with rank, world size and the
+rank-0 actor's address). See docs/scaling.md.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+
+def free_port() -> int:
+    """A free TCP port on localhost for the rendezvous of a single-machine process group."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def init_process_group(rank: int, world_size: int, *, addr: str | None = None, port: int | None = None,
+                       backend: str | None = None) -> None:
+    """Join the default process group: TCP rendezvous at ``addr:port`` (default: MASTER_ADDR/MASTER_PORT from the
+    environment, as set by torchrun/accelerate), backend gloo on CPU and NCCL when CUDA is available."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    addr = addr or os.environ.get("MASTER_ADDR", "127.0.0.1")
+    port = port or int(os.environ.get("MASTER_PORT", "0")) or None
+    if port is None:
+        raise ValueError("no rendezvous port: pass port= or set MASTER_PORT")
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group(backend, init_method=f"tcp://{addr}:{port}", rank=rank, world_size=world_size)
+
+
+class ForwardWith(nn.Module):
+    """``forward(*args) = fn(module, *args)``: DDP synchronises the gradients of what runs inside its forward, so a
+    step that is not one ``forward`` call (the policy's ``velocity`` plus a loss) is wrapped here before DDP; the
+    parameters are ``module``'s."""
+
+    def __init__(self, module: nn.Module, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.module, self.fn = module, fn
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(self.module, *args, **kwargs)
+
+
+def wrap_ddp(module: nn.Module, *, device: torch.device | str | None = None,
+             find_unused_parameters: bool = False, **kwargs: Any) -> DistributedDataParallel:
+    """Wrap ``module`` in DDP on the current process group: on CPU (gloo) no device ids; on CUDA the module is moved
+    to ``device`` (default cuda:<LOCAL_RANK>) and that device is its only one. Parameters are broadcast from rank 0
+    at construction, so every rank starts from the same weights."""
+    if not dist.is_initialized():
+        raise RuntimeError("wrap_ddp: no process group; call init_process_group(rank, world_size, port=...) first")
+    dev = torch.device(device) if device is not None else None
+    if dev is None and torch.cuda.is_available() and dist.get_backend() == "nccl":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if dev is not None and dev.type == "cuda":
+        return DistributedDataParallel(module.to(dev), device_ids=[dev.index], output_device=dev.index,
+                                       find_unused_parameters=find_unused_parameters, **kwargs)
+    return DistributedDataParallel(module, find_unused_parameters=find_unused_parameters, **kwargs)
+
+
+def shard(n: int, rank: int, world_size: int) -> slice:
+    """The rows of rank ``rank`` in a global batch of ``n``: contiguous, equal sizes (n divisible by world size, so
+    that the average of per-rank means is the global mean)."""
+    if n % world_size:
+        raise ValueError(f"global batch {n} is not divisible by world size {world_size}")
+    k = n // world_size
+    return slice(rank * k, (rank + 1) * k)
+
+
+def spawn(fn: Callable[..., None], world_size: int, *args: Any) -> None:
+    """Run ``fn(rank, world_size, port, *args)`` in ``world_size`` fresh processes (torch.multiprocessing spawn)
+    with one free rendezvous port; raises if any rank fails."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(fn, args=(world_size, free_port(), *args), nprocs=world_size, join=True)
+
+
+def cleanup() -> None:
+    """Leave the process group (safe to call when none was joined)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
