@@ -21,7 +21,8 @@ from vidtune.math.vipo import dense_advantage, vipo_map_batch
 from vidtune.models.lora import add_lora, adapters_disabled
 from vidtune.models.tiny import load_tiny
 from vidtune.progress import make_progress
-from vidtune.rewards.compose import Composite, GateSpec, RewardSpec, build, compose
+from vidtune.rewards.compose import Composite, GateSpec, RewardSpec, build
+from vidtune.runtime import make_reward_pool
 from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
 from vidtune.sampling.ode import guided_velocity
 from vidtune.sampling.rollout import RolloutSpec, rollout, transition_eval
@@ -65,7 +66,7 @@ def do_rollout(policy, prompts: list[str], group: int, spec: RolloutSpec, seed: 
     return ro, cond, uncond
 
 
-def reference_prior(ref, pool: list[str], cfg: GRPOConfig, spec: RolloutSpec, rewarder: Composite, seed: int,
+def reference_prior(ref, pool: list[str], cfg: GRPOConfig, spec: RolloutSpec, rewarder, seed: int,
                     progress: bool) -> torch.Tensor:
     """BPGO t2v_reference prior: mean training reward of n_prior rollout-sampler samples per prompt (§3)."""
     from vidtune.progress import track
@@ -73,7 +74,7 @@ def reference_prior(ref, pool: list[str], cfg: GRPOConfig, spec: RolloutSpec, re
     out = []
     for i in track(range(len(pool)), "BPGO prior", disable=not progress):
         ro, _, _ = do_rollout(ref, [pool[i]], cfg.bpgo.n_prior, spec, seed + 17 * i)
-        scored = compose(rewarder, ref.decode(ro.final), [pool[i]] * cfg.bpgo.n_prior)
+        scored = rewarder(ref.decode(ro.final), [pool[i]] * cfg.bpgo.n_prior)
         out.append(float(torch.nanmean(scored.scalar)))
     return torch.tensor(out)
 
@@ -155,6 +156,7 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     rewarder = build_composite(cfg.reward)
+    scorer = make_reward_pool(rewarder, recipe.run.runtime, threads=recipe.run.threads)
     extractor = None
     if cfg.vipo.enabled:
         from vidtune.rewards.scorer import LearnedScorer
@@ -170,7 +172,7 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
         state, start, prior = saved["signal"], saved["iteration"], saved["prior"]
     elif cfg.bpgo.enabled and cfg.bpgo.prior == "t2v_reference":
         with (adapters_disabled(policy) if ref is policy else torch.no_grad()), torch.no_grad():
-            prior = reference_prior(ref, pool, cfg, spec, rewarder, seed + 99, progress)
+            prior = reference_prior(ref, pool, cfg, spec, scorer, seed + 99, progress)
     b = cfg.prompts_per_iter * cfg.group_size
     print(f"grpo: {cfg.iterations} iterations × {cfg.prompts_per_iter} prompts × G={cfg.group_size} = {b} "
           f"rollouts/step, {spec.steps} SDE steps, ~{max(1, int(spec.train_fraction * (spec.steps - 1)))} trained "
@@ -188,7 +190,7 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
             ro, cond, uncond = do_rollout(policy, prompts, cfg.group_size, spec, seed * 1009 + it)
             videos = policy.decode(ro.final)
             t1 = time.time()
-            scored = compose(rewarder, videos, ro.prompts)
+            scored = scorer(videos, ro.prompts)
             t2 = time.time()
             sig, state = compute_signal(scored.heads, scored.scalar, torch.isfinite(scored.scalar),
                                         None if prior is None else prior[idx], state, cfg)
@@ -206,6 +208,7 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
                 logs[f"reward/{name}"] = float(torch.nanmean(col))
                 logs[f"reward/{name}_std"] = float(col[torch.isfinite(col)].std()) if torch.isfinite(col).sum() > 1 else 0.0
             logs.update(scored.counters)
+            logs.update(scorer.last_logs)
             t4 = time.time()
             metrics.log(it + 1, reward=float(torch.nanmean(scored.scalar)), **upd, **logs,
                         iter_time=t4 - t0, time_rollout=t1 - t0, time_reward=t2 - t1, time_signal=t3 - t2,
@@ -215,4 +218,5 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
                 atomic_torch_save({"model": policy.state_dict(), "opt": opt.state_dict(), "signal": state,
                                    "iteration": it + 1, "prior": prior}, ckpt)
             bar.advance(task)
+    scorer.close()
     return export(policy, stage_dir / "model")
