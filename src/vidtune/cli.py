@@ -124,8 +124,10 @@ def sample(
     n: Annotated[int, typer.Option("--num", "-n", help="Number of videos (tiled side by side).")] = 1,
     steps: Annotated[int, typer.Option(help="Euler steps.")] = 20,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 3.0,
+    best_of: Annotated[int, typer.Option("--best-of", help="Candidates per video; keep the best by --reward.")] = 1,
+    reward: Annotated[str, typer.Option(help="Registered reward ranking best-of-N candidates.")] = "verifier",
 ):
-    """Generate a video for a prompt with a trained model."""
+    """Generate a video for a prompt with a trained model (optionally best-of-N by a reward)."""
     import numpy as np
 
     from vidtune.models.tiny import load_tiny
@@ -137,7 +139,17 @@ def sample(
     if out_path.suffix.lower() not in (".mp4", ".gif"):
         raise VidtuneError(f"--out must end in .mp4 or .gif, got {out_path}")
     policy = load_tiny(model)
-    videos = generate(policy, [prompt] * n, [seed + i for i in range(n)], steps=steps, shift=1.0, guidance=guidance)
+    if best_of > 1:
+        from vidtune.rewards.base import build_reward
+        from vidtune.sampling.best_of_n import best_of_n
+
+        res = best_of_n(policy, [prompt] * n, [seed + i for i in range(n)], best_of, build_reward(reward),
+                        steps=steps, shift=1.0, guidance=guidance)
+        videos = res.videos
+        out.print(f"best-of-{best_of} by {reward}: chosen scores {[round(float(x), 3) for x in res.scores]}")
+    else:
+        videos = generate(policy, [prompt] * n, [seed + i for i in range(n)], steps=steps, shift=1.0,
+                          guidance=guidance)
     if n == 1:
         save_video(videos[0], out_path)
     else:
