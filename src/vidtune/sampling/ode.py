@@ -17,12 +17,13 @@ def seeded_noise(seeds: Sequence[int], shape: tuple[int, ...], dtype=torch.float
 
 
 def guided_velocity(policy: VideoPolicy, x: torch.Tensor, t: torch.Tensor, cond: Cond, uncond: Cond | None,
-                    guidance: float) -> torch.Tensor:
-    """v_θ with classifier-free guidance; one batched forward over [cond; uncond] (skipped when guidance = 1)."""
+                    guidance: float, both: Cond | None = None) -> torch.Tensor:
+    """v_θ with classifier-free guidance; one batched forward over [cond; uncond] (skipped when guidance = 1).
+    ``both`` = cond_cat([cond, uncond]) may be passed precomputed by loops that call this every step."""
     if uncond is None or guidance == 1.0:
         return policy.velocity(x, t, cond)
     b = x.shape[0]
-    v = policy.velocity(torch.cat([x, x]), torch.cat([t, t]), cond_cat([cond, uncond]))
+    v = policy.velocity(torch.cat([x, x]), torch.cat([t, t]), both or cond_cat([cond, uncond]))
     return cfg_combine(v[:b], v[b:], guidance)
 
 
@@ -32,9 +33,10 @@ def sample_ode(policy: VideoPolicy, cond: Cond, uncond: Cond | None, noise: torc
     """Euler integration of dx = v dt from t = 1 (``noise``) to t = 0 → latents [B, C, F, H, W]."""
     grid = time_grid(steps, shift)
     x = noise.float()
+    both = cond_cat([cond, uncond]) if uncond is not None and guidance != 1.0 else None
     for s in range(steps):
         t = torch.full((x.shape[0],), float(grid[s]))
-        v = guided_velocity(policy, x, t, cond, uncond, guidance)
+        v = guided_velocity(policy, x, t, cond, uncond, guidance, both)
         x = x + v.float() * float(grid[s + 1] - grid[s])
     return x
 
