@@ -99,6 +99,10 @@ def spawn(fn: Callable[..., None], world_size: int, *args: Any) -> None:
 
 
 def cleanup() -> None:
-    """Leave the process group (safe to call when none was joined)."""
+    """Leave the process group (safe to call when none was joined). All ranks meet at a barrier first: a rank that
+    tears down while a peer still talks to it over gloo makes the peer abort ("terminate called ...")."""
     if dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
