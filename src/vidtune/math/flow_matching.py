@@ -26,13 +26,8 @@ def velocity_target(x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     return eps - x0
 
 
-def implied_x0(xt: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """ALGORITHMS.md Notation: x̂_0 = x_t − t·v_θ (exact when v_θ = ε − x_0)."""
-    return xt - _bcast(t.to(xt.dtype), xt) * v
-
-
 def velocity_from_x0(xt: torch.Tensor, x0_hat: torch.Tensor, t: torch.Tensor, t_min: float = 0.05) -> torch.Tensor:
-    """Velocity implied by a clean-sample prediction: v = (x_t − x̂_0) / max(t, t_min) (inverse of ``implied_x0``).
+    """Velocity implied by a clean-sample prediction: v = (x_t − x̂_0) / max(t, t_min) (inverse of x̂_0 = x_t − t·v).
 
     Exact for x̂_0 = x_0 and t ≥ t_min (then v = ε − x_0); the clamp bounds the gain near t = 0 (Li & He 2025)."""
     return (xt - x0_hat) / _bcast(t.to(xt.dtype).clamp_min(t_min), xt)

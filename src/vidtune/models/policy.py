@@ -2,7 +2,7 @@
 
 A policy works in its latent space x ∈ R^{C×F×H×W} (pixel-space models: C = 3, strides 1). Conditioning is an
 opaque dict of batch-first tensors produced by ``encode_prompts`` (cacheable), so sampling code can concatenate,
-index and repeat it without knowing the model (see :func:`cond_cat`, :func:`cond_index`).
+index and repeat it without knowing the model (see :func:`cond_cat`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,3 @@ def cond_cat(conds: list[Cond]) -> Cond:
     """Concatenate conditionings along the batch (e.g. [cond, uncond] for classifier-free guidance)."""
     return {k: torch.cat([c[k] for c in conds], 0) for k in conds[0]}
 
-
-def cond_index(cond: Cond, index: torch.Tensor | slice) -> Cond:
-    """Select batch rows of a conditioning (e.g. repeat each prompt G times with ``repeat_interleave`` indices)."""
-    return {k: v[index] for k, v in cond.items()}

@@ -8,8 +8,6 @@ perceptual and temporal heads, in [0, 1]), ``semantic(videos, prompts) → [B]``
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 
@@ -66,7 +64,3 @@ def check_pairs(pairs: list[PreferencePair]) -> None:
     if not pairs:
         raise VidtuneError("no preference pairs were built: loosen dpo.pairs thresholds or add sources")
 
-
-def score_candidates(videos: torch.Tensor, prompts: list[str], quality: Callable, semantic: Callable,
-                     embed: Callable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return quality(videos, prompts), semantic(videos, prompts), embed(videos)

@@ -101,7 +101,7 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
         start = state["step"]
     n_train = sum(p.numel() for p in params)
     print(f"sft: {len(exs)} clips ({cfg.control_ratio:.0%} control mix), batch {cfg.batch_size}, steps "
-          f"{start}→{cfg.steps}, trainable {n_train / 1e6:.3f} M ({'LoRA r=' + str(cfg.lora_rank) if cfg.lora_rank else 'full'}), "
+          f"{start}→{cfg.steps}, trainable {n_train / 1e6:.3f} M ({'LoRA r=' + str(cfg.lora_rank) if cfg.lora_rank else 'decoder + motion branch' if cfg.physics.enabled else 'full'}), "
           f"ψ percentiles [{pct.q_low:.3f}, {pct.q_high:.3f}]")
 
     t_last = time.time()
