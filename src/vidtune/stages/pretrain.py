@@ -31,8 +31,17 @@ def build_model(recipe: Recipe) -> TinyVideoPolicy:
     return TinyVideoPolicy(cfg)
 
 
-def lr_at(step: int, base: float, warmup: int) -> float:
-    return base * min(1.0, (step + 1) / max(1, warmup))
+def lr_at(step: int, base: float, warmup: int, total: int = 0, cooldown: int = 0) -> float:
+    """Warmup-stable-decay learning rate (Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed
+    Training Durations"): linear warm-up over ``warmup`` steps, constant ``base``, then a linear decay to 0 over the
+    last ``cooldown`` of ``total`` steps, lr(s) = base · min(1, (s+1)/warmup, (total − s)/cooldown).
+
+    The stable phase does not depend on ``total``, so a run can be extended (resumed with more steps) before its
+    cool-down without changing what it already did."""
+    lr = base * min(1.0, (step + 1) / max(1, warmup))
+    if cooldown > 0 and step >= total - cooldown:
+        lr = min(lr, base * (total - step) / cooldown)
+    return lr
 
 
 def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
@@ -71,7 +80,7 @@ def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
             fb = draw_batch(step, seed, len(exs), cfg.batch_size, cfg.cond_dropout, cfg.p_i2v, cfg.t_sampler)
             loss = fm_loss(model, bank[fb.index].float() / 255.0, [texts[i] for i in fb.index.tolist()], fb).loss
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg.lr, cfg.warmup)
+                group["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.cooldown)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
