@@ -9,6 +9,7 @@ import itertools
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from vidtune.math.min_norm import joint_advantage, mgda_sample
@@ -208,3 +209,53 @@ def test_degenerate_excluded_invalid_fixed_and_clip():
     torch.testing.assert_close(fixed.advantage, 0.25 * a[:, 0] + 0.75 * a[:, 1])
     clip = joint_advantage(torch.tensor([[10.0], [-10.0]]))
     assert clip.advantage.tolist() == [5.0, -5.0] and abs(float(clip.norm) - 200**0.5) < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------- combine: loss (§6.1)
+def test_weighted_head_advantages_by_hand():
+    from vidtune.math.min_norm import weighted_head_advantages
+
+    adv = torch.tensor([[1.0, -7.0], [2.0, float("nan")], [3.0, 4.0]])
+    c = torch.tensor([0.25, 0.75])
+    out = weighted_head_advantages(adv, c, torch.tensor([True, True, False]), a_max=5.0)
+    # row 0: (0.25·1, 0.75·clip(−7)=−3.75); row 1: NaN → 0; row 2 invalid → 0
+    assert torch.equal(out, torch.tensor([[0.25, -3.75], [0.5, 0.0], [0.0, 0.0]]))
+    per_sample = weighted_head_advantages(adv[:1], torch.tensor([[1.0, 0.0]]), a_max=None)
+    assert torch.equal(per_sample, torch.tensor([[1.0, -0.0]]))
+
+
+@pytest.mark.parametrize("mode", ["mgda_batch", "mgda_sample", "fixed"])
+def test_combine_loss_equals_combine_advantage_at_theta_old(mode):
+    """Property 7: combine `loss` and `advantage` give equal gradients at θ = θ_old."""
+    from vidtune.math.grpo_loss import grpo_objective
+    from vidtune.math.min_norm import joint_advantage, weighted_head_advantages
+
+    g = torch.Generator().manual_seed(3)
+    b, n, s = 12, 3, 4
+    heads = torch.randn(b, n, generator=g, dtype=torch.float64)
+    valid = torch.ones(b, dtype=torch.bool)
+    valid[5] = False
+    ja = joint_advantage(heads, valid, mode=mode, weights=torch.tensor([1.0, 2.0, 3.0]), a_max=None)
+    theta = torch.randn(b, s, generator=g, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for adv, kw in ((ja.advantage, {}), (weighted_head_advantages(heads, ja.c, valid, a_max=None), {"heads": True})):
+        theta.grad = None
+        obj = grpo_objective(theta * 1.0, theta.detach(), adv, valid, clip_range=0.2, **kw)
+        obj.loss.backward()
+        grads.append(theta.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-12)
+    assert grads[0].abs().sum() > 0
+
+
+def test_combine_loss_differs_where_clipping_acts():
+    """Away from θ_old the forms differ: each head is clipped on its own (§6.1)."""
+    from vidtune.math.grpo_loss import grpo_objective
+
+    adv_heads = torch.tensor([[1.0, -1.0]])
+    logp_old = torch.zeros(1, 1)
+    logp_new = torch.full((1, 1), 0.5)  # ρ = e^0.5, far outside 1 ± 0.1
+    combined = grpo_objective(logp_new, logp_old, adv_heads.sum(1), torch.tensor([True]), clip_range=0.1).loss
+    per_head = grpo_objective(logp_new, logp_old, adv_heads, torch.tensor([True]), clip_range=0.1, heads=True).loss
+    # combined A = 0 → ℓ = 0; per head: max(−ρ, −1.1) + max(ρ, 0.9) = −1.1 + e^0.5
+    assert float(combined) == 0.0
+    assert float(per_head) == pytest.approx(-1.1 + 2.718281828 ** 0.5)

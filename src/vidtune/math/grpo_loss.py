@@ -174,17 +174,25 @@ def grpo_objective(
     logp_new: Tensor, logp_old: Tensor, advantages: Tensor, valid: Tensor, *, clip_range: float = 1e-4,
     n_steps: Tensor | int | None = None, step_mask: Tensor | None = None, kl: Tensor | None = None,
     beta_kl: float = 0.0, n_valid: Tensor | int | None = None, position_mask: Tensor | None = None,
-    aux_advantages: Tensor | None = None, aux_weight: float = 1.0,
+    aux_advantages: Tensor | None = None, aux_weight: float = 1.0, heads: bool = False,
 ) -> GrpoObjective:
     """ALGORITHMS.md §2.2–2.4 end to end: ρ → ℓ(A) [+ ς·ℓ(Ã)] → L (+β_KL·k), with the logged ratio statistics.
 
     Shapes and arguments as in :func:`likelihood_ratio`, :func:`clipped_surrogate` and :func:`grpo_loss`.
     ``aux_advantages`` = Ã, ``aux_weight`` = ς add a second, separately clipped surrogate on the same ratios
     (BPGO, §3: ℓ(A) + ℓ(Ã) ≠ ℓ(A + Ã) once clipping acts); with None or ς = 0 the term is absent (plain GRPO).
+    ``heads=True``: ``advantages`` is [B, N], one pre-weighted column c_i·A_i per reward head, and
+    ℓ = Σ_i ℓ(c_i·A_i) on the shared ratios (joint reward, §6.1 ``combine: loss``).
     At θ = θ_old (ρ ≡ 1) the loss is −Σ_{b valid} A_b / B_valid, i.e. REINFORCE with a group baseline.
     """
     lr = likelihood_ratio(logp_new, logp_old)
-    per = clipped_surrogate(advantages, lr.ratio, clip_range=clip_range)
+    if heads:
+        if advantages.ndim != 2 or advantages.shape[0] != lr.ratio.shape[0]:
+            raise ValueError(f"per-head advantages must be [B, N], got {tuple(advantages.shape)}")
+        per = sum(clipped_surrogate(advantages[:, i], lr.ratio, clip_range=clip_range)
+                  for i in range(advantages.shape[1]))
+    else:
+        per = clipped_surrogate(advantages, lr.ratio, clip_range=clip_range)
     if aux_advantages is not None and aux_weight != 0.0:
         per = per + aux_weight * clipped_surrogate(aux_advantages, lr.ratio, clip_range=clip_range)
     loss = grpo_loss(per, valid, n_steps=n_steps, step_mask=step_mask, kl=kl, beta_kl=beta_kl, n_valid=n_valid,

@@ -104,3 +104,21 @@ def joint_advantage(
     if a_max is not None:
         a = a.clamp(-a_max, a_max)
     return JointAdvantage(c, a, objective, norm, iters, excluded, False)
+
+
+def weighted_head_advantages(adv: Tensor, c: Tensor, valid: Tensor | None = None, *, a_max: float | None = 5.0
+                             ) -> Tensor:
+    """Per-head advantages for ``combine: loss`` (ALGORITHMS.md §6.1): column i = c_i·clip(A_i, ±A_max) → [B, N].
+
+    With ℓ positively homogeneous (§2.2, ℓ(c·A) = c·ℓ(A) for c ≥ 0), L = Σ_i c_i·L(A_i) is the loss of these
+    pre-weighted columns summed on shared ratios (``grpo_objective(..., heads=True)``). adv: A_i [B, N] (unclipped
+    z-scores); c: [N] or [B, N] (mgda_sample) from :func:`joint_advantage`, 0 on excluded heads; invalid samples and
+    non-finite entries of excluded heads become 0.
+    """
+    a = adv if a_max is None else adv.clamp(-a_max, a_max)
+    a = torch.where(torch.isfinite(a), a, torch.zeros((), dtype=a.dtype, device=a.device))
+    out = a * (c if c.ndim == 2 else c[None, :]).to(a.dtype)
+    if valid is not None:
+        out = torch.where(valid.to(torch.bool)[:, None], out, torch.zeros((), dtype=a.dtype, device=a.device))
+    return out
+

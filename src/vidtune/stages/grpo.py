@@ -95,6 +95,7 @@ def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid
     n_cols = ro.train_steps.shape[1]
     b = adv.shape[0]
     clip = cfg.vipo.clip_range if cfg.vipo.enabled else cfg.clip_range
+    heads = cfg.joint.enabled and cfg.joint.combine == "loss"  # adv is [B, N], pre-weighted per head (§6.1)
     g = torch.Generator().manual_seed(it * 31 + 5)
     stats = {"loss": 0.0, "clip_fraction": [], "approx_kl": [], "ratio_min": [], "ratio_max": [], "kl_ref": [],
              "grad_norm": [], "skipped_step": 0}
@@ -119,7 +120,7 @@ def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid
                 obj = grpo_objective(lp_new, lp_old, a, valid[rows], clip_range=clip, n_steps=n_cols, kl=kl,
                                      beta_kl=cfg.beta_kl, n_valid=n_valid,
                                      aux_advantages=None if aux is None else aux[rows],
-                                     aux_weight=cfg.bpgo.varsigma)
+                                     aux_weight=cfg.bpgo.varsigma, heads=heads)
                 obj.loss.backward()
                 stats["loss"] += float(obj.loss.detach())
                 for k in ("clip_fraction", "approx_kl", "ratio_min", "ratio_max"):

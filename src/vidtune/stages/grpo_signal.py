@@ -17,7 +17,7 @@ from vidtune.config import GRPOConfig
 from vidtune.math.advantages import group_advantages
 from vidtune.math.bpgo import bpgo_advantages
 from vidtune.math.bpgo_prior import EmaPrior, SharpnessState, ema_prior_update, ema_prior_values
-from vidtune.math.min_norm import joint_advantage
+from vidtune.math.min_norm import joint_advantage, weighted_head_advantages
 from vidtune.math.self_paced import CompetenceState, competence_init, competence_step, normalise_affine
 from vidtune.math.self_paced_taros import taros_step
 
@@ -91,7 +91,11 @@ def compute_signal(heads: torch.Tensor, scalar: torch.Tensor, valid: torch.Tenso
         logs.update({"joint/objective": float(ja.objective), "joint/norm": float(ja.norm),
                      "joint/iterations": ja.iterations, "joint/degenerate": int(ja.degenerate)})
         base = group_advantages(scalar, g, valid=valid, **adv_kw)
-        return Signal(ja.advantage, None, base.valid & valid, None, logs | _adv_logs(base)), state
+        ok = base.valid & valid
+        if cfg.joint.combine == "loss":
+            per_head_w = weighted_head_advantages(per_head, ja.c, ok, a_max=cfg.adv_clip)
+            return Signal(per_head_w, None, ok, ja.c, logs | _adv_logs(base)), state
+        return Signal(ja.advantage, None, ok, None, logs | _adv_logs(base)), state
 
     if cfg.bpgo.enabled:
         b = cfg.bpgo
