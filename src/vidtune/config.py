@@ -93,6 +93,7 @@ class PretrainConfig(Section):
     lr: float = Field(3e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup: int = Field(200, ge=0, description="Linear warm-up steps.")
+    cooldown: int = Field(0, ge=0, description="Linear decay of the lr to 0 over the last N steps (WSD schedule).")
     ema: float = Field(0.999, ge=0, lt=1, description="EMA decay of the exported weights.")
     cond_dropout: float = Field(0.1, ge=0, le=1, description="Probability of the empty prompt (for CFG).")
     p_i2v: float = Field(0.25, ge=0, le=1, description="Probability of first-frame conditioning.")
@@ -242,9 +243,9 @@ class JointConfig(Section):
 
     enabled: bool = False
     mode: Literal["mgda_batch", "mgda_sample", "fixed"] = "mgda_batch"
-    combine: Literal["advantage"] = Field(
-        "advantage", description="A = Σ c_i·A_i. (The spec's `loss` form equals it at θ = θ_old, the only case with "
-        "one optimiser step per batch; it is not implemented yet.)")
+    combine: Literal["loss", "advantage"] = Field(
+        "loss", description="loss: L = Σ_i c_i·L(A_i) on shared ratios (each head clipped by the PPO clip on its "
+        "own); advantage: L = L(Σ_i c_i·A_i). Equal gradients at θ = θ_old.")
 
 
 class GRPOConfig(Section):
@@ -290,6 +291,9 @@ class GRPOConfig(Section):
             if not {"visual", "temporal", "semantic"} <= comps:
                 raise ValueError("grpo.curriculum.enabled needs reward heads with component visual, temporal and "
                                  f"semantic (grpo.reward.heads), got {sorted(c for c in comps if c)}")
+        if self.joint.enabled and self.joint.combine == "loss" and self.vipo.enabled:
+            raise ValueError("grpo.vipo.enabled lifts one scalar advantage per sample to a map; with "
+                             "grpo.joint.enabled use grpo.joint.combine=advantage")
         if self.joint.enabled and len(self.reward.heads) < 2:
             raise ValueError("grpo.joint.enabled needs at least two reward heads (grpo.reward.heads)")
         level = self.rollout.eta if self.rollout.schedule == "dance" else self.rollout.a
@@ -392,6 +396,10 @@ class DPOConfig(Section):
     form: Literal["standard", "reference_free"] = "standard"
     backward: Literal["standard", "retain", "recompute"] = "recompute"
     t_sampler: Literal["logit_normal", "shifted_uniform"] = "logit_normal"
+    grad_frames: int | None = Field(None, ge=1, description="Mixed resolution: latent frames of the window the "
+                                    "preference gradient sees (a random window per pair); None = the whole clip.")
+    grad_downsample: int = Field(1, ge=1, description="Mixed resolution: k×k average pooling of the latents for the "
+                                 "preference gradient (1 = generation resolution).")
     max_grad_norm: float = Field(1.0, gt=0)
     ckpt_every: int = Field(25, ge=1)
     log_every: int = Field(5, ge=1)

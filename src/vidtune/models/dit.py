@@ -110,15 +110,30 @@ class VideoDiT(nn.Module):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def tokens_in(self, x: torch.Tensor) -> torch.Tensor:
+    def positions(self, grid: tuple[int, int, int]) -> torch.Tensor:
+        """Position embeddings for a token grid (F', H', W') → [1, F', H'·W', D]. The training grid uses the learned
+        tables as they are; a shorter clip uses the first F' temporal rows and a smaller or larger frame resizes the
+        spatial table bilinearly (the usual ViT resolution transfer), so clips of other sizes can be scored."""
+        f, hh, ww = grid
+        if f > self.grid[0]:
+            raise ValueError(f"clip has {f} temporal tokens; this model has position embeddings for {self.grid[0]}")
+        pos_s = self.pos_s
+        if (hh, ww) != self.grid[1:]:
+            table = pos_s.view(1, *self.grid[1:], -1).permute(0, 3, 1, 2)
+            pos_s = F.interpolate(table, size=(hh, ww), mode="bilinear", align_corners=False)
+            pos_s = pos_s.permute(0, 2, 3, 1).reshape(1, 1, hh * ww, -1)
+        return self.pos_t[:, :f] + pos_s
+
+    def tokens_in(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """Patchify x → (tokens [B, F'·H'·W', D] with positions, token grid (F', H', W'))."""
         h = self.embed(x)  # [B, D, F', H', W']
         b, d, f, hh, ww = h.shape
-        h = h.permute(0, 2, 3, 4, 1).reshape(b, f, hh * ww, d) + self.pos_t + self.pos_s
-        return h.reshape(b, f * hh * ww, d)
+        h = h.permute(0, 2, 3, 4, 1).reshape(b, f, hh * ww, d) + self.positions((f, hh, ww))
+        return h.reshape(b, f * hh * ww, d), (f, hh, ww)
 
-    def unpatchify(self, h: torch.Tensor) -> torch.Tensor:
+    def unpatchify(self, h: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         b = h.shape[0]
-        f, hh, ww = self.grid
+        f, hh, ww = grid
         pt, ph, pw = self.patch
         h = h.view(b, f, hh, ww, self.out_channels, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)
         return h.reshape(b, self.out_channels, f * pt, hh * ph, ww * pw)
@@ -139,14 +154,14 @@ class VideoDiT(nn.Module):
                 return_flow: bool = False):
         ctx, pooled = self.text(tokens, mask)
         c = self.t_mlp(timestep_embedding(t, 256).to(x.dtype)) + self.text_proj(pooled)
-        h = self.tokens_in(x)
+        h, grid = self.tokens_in(x)
         branch = getattr(self, "branch", None)
         split = len(self.blocks) - getattr(self, "decoder_blocks", 0)
         flow = None
         for i, block in enumerate(self.blocks):
             if branch is not None and i == split:
-                h, flow = branch(h, self.grid)
+                h, flow = branch(h, grid)
             h = block(h, c, ctx, mask)
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
-        out = self.unpatchify(self.final(modulate(self.final_norm(h), shift, scale)))
+        out = self.unpatchify(self.final(modulate(self.final_norm(h), shift, scale)), grid)
         return (out, flow) if return_flow else out

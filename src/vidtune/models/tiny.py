@@ -112,13 +112,17 @@ class TinyVideoPolicy(nn.Module):
             )
         return (3, frames, height, width)
 
-    def image_condition(self, cond: Cond, batch: int) -> torch.Tensor:
-        """[B, 4, F, H, W]: the first frame in [−1, 1] at latent frame 0 plus a mask channel (zeros for T2V)."""
-        c = self.config
-        out = torch.zeros(batch, 4, c.frames, c.size, c.size, device=self.device)
+    def image_condition(self, cond: Cond, latents: torch.Tensor) -> torch.Tensor:
+        """[B, 4, F, H, W] (the size of ``latents``): the first frame in [−1, 1] at latent frame 0 plus a mask
+        channel (zeros for T2V)."""
+        batch, _, frames, height, width = latents.shape
+        out = torch.zeros(batch, 4, frames, height, width, device=self.device)
         if "image" in cond:
             m = cond["image_mask"].view(batch, 1, 1, 1)
-            out[:, :3, 0] = (cond["image"] * 2 - 1) * m
+            image = cond["image"]
+            if image.shape[-2:] != (height, width):  # a reduced-resolution clip (dpo.grad_downsample)
+                image = torch.nn.functional.interpolate(image, size=(height, width), mode="area")
+            out[:, :3, 0] = (image * 2 - 1) * m
             out[:, 3, 0] = m[:, 0]
         return out
 
@@ -130,7 +134,7 @@ class TinyVideoPolicy(nn.Module):
         b, dt = latents.shape[0], self.dtype
         t = torch.as_tensor(t, device=latents.device).to(dt)
         t = t.expand(b) if t.ndim == 0 else t
-        x = torch.cat([latents.to(dt), self.image_condition(cond, b).to(dt)], dim=1)
+        x = torch.cat([latents.to(dt), self.image_condition(cond, latents).to(dt)], dim=1)
         x0_hat, flow = self.net(x, t, cond["tokens"], cond["mask"], return_flow=True)
         return velocity_from_x0(latents.to(dt), x0_hat, t, self.config.t_min), flow
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from vidtune.config import Recipe
+from vidtune.math.clip_view import clip_view, window_starts
 from vidtune.math.dpo import dynamic_beta, pair_weights
 from vidtune.math.flow_matching import sample_t
 from vidtune.models.tiny import load_tiny
@@ -154,8 +155,10 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
             g = torch.Generator().manual_seed(seed * 3_000_017 + step)
             idx = torch.randint(len(pairs), (cfg.batch_size,), generator=g)
             t = sample_t(cfg.batch_size, g, cfg.t_sampler)
-            eps = torch.randn(x0_w[idx].shape, generator=g)
-            batch = DPOBatch(x0_w[idx], x0_l[idx], policy.encode_prompts([prompts[i] for i in idx.tolist()]), t,
+            starts = window_starts(len(idx), x0_w.shape[2], cfg.grad_frames, g)
+            xw, xl = (clip_view(x[idx], starts, cfg.grad_frames, cfg.grad_downsample) for x in (x0_w, x0_l))
+            eps = torch.randn(xw.shape, generator=g)
+            batch = DPOBatch(xw, xl, policy.encode_prompts([prompts[i] for i in idx.tolist()]), t,
                              eps, omega[idx] / omega[idx].mean())
             beta = dynamic_beta(step, cfg.beta, cfg.steps, cfg.kappa, cfg.beta_schedule)
             opt.zero_grad(set_to_none=True)
