@@ -4,6 +4,11 @@ Each schedule runs in a fresh process (so allocator state cannot leak between th
 where activations dominate. Peak memory = (peak RSS during the step) − (RSS right before it), from
 ``resource.getrusage`` high-water marks; compute = wall time of the step. Writes benchmarks/results/dpo_memory.json.
 
+Two allocator settings are measured. With glibc's defaults freed blocks stay in the process's heap, so RSS counts
+fragmentation as well as live tensors. With ``MALLOC_MMAP_THRESHOLD_=65536`` every block ≥ 64 KiB is its own mapping
+and is returned to the OS on free, so the RSS high-water mark is the peak of live allocations — the number a CUDA
+``max_memory_allocated`` would give.
+
     .venv/bin/python benchmarks/dpo_memory.py [--pairs 32]
 """
 
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,19 +53,19 @@ print(json.dumps({"schedule": schedule, "pairs": n, "rss_before_mb": before, "pe
 """
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--out", default="benchmarks/results/dpo_memory.json")
-    args = ap.parse_args()
-    runs = []
-    for _ in range(args.repeats):
-        for sched in ("standard", "retain", "recompute"):
-            res = subprocess.run([sys.executable, "-c", CHILD, sched, str(args.pairs)], capture_output=True,
-                                 text=True, check=True)
-            runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
-            print(runs[-1])
+ALLOCATORS = {"glibc_default": {}, "mmap_threshold_64k": {"MALLOC_MMAP_THRESHOLD_": "65536"}}
+
+
+def measure(sched: str, pairs: int, env_extra: dict) -> dict:
+    """One schedule in a fresh process → the child's JSON line."""
+    env = {**os.environ, **env_extra}
+    res = subprocess.run([sys.executable, "-c", CHILD, sched, str(pairs)], capture_output=True, text=True, check=True,
+                         env=env)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Min over repeats per schedule, and ratios to ``standard``."""
     summary = {}
     for sched in ("standard", "retain", "recompute"):
         rows = [r for r in runs if r["schedule"] == sched]
@@ -69,13 +75,29 @@ def main() -> None:
     for sched in summary:
         summary[sched]["memory_vs_standard"] = summary[sched]["step_peak_delta_mb"] / std["step_peak_delta_mb"]
         summary[sched]["time_vs_standard"] = summary[sched]["seconds"] / std["seconds"]
+    return summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--out", default="benchmarks/results/dpo_memory.json")
+    args = ap.parse_args()
     result = {"pairs": args.pairs, "model": "embedded DiT 8x32x32 (1.9 M params), fp32, 2 threads",
               "method": "fresh process per schedule; peak RSS high-water mark minus RSS before the step; min over "
-                        f"{args.repeats} repeats", "target": "recompute <= 0.55 x standard",
-              "summary": summary, "runs": runs}
+                        f"{args.repeats} repeats; two glibc allocator settings (see the script's docstring)",
+              "target": "recompute <= 0.55 x standard", "allocators": {}}
+    for name, env_extra in ALLOCATORS.items():
+        runs = []
+        for _ in range(args.repeats):
+            for sched in ("standard", "retain", "recompute"):
+                runs.append({**measure(sched, args.pairs, env_extra), "allocator": name})
+                print(runs[-1])
+        result["allocators"][name] = {"summary": summarise(runs), "runs": runs}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(summary, indent=2))
+    print(json.dumps({k: v["summary"] for k, v in result["allocators"].items()}, indent=2))
 
 
 if __name__ == "__main__":
