@@ -3,7 +3,9 @@ with overrides and is evaluated on the fixed eval set. Results append to benchma
 (one line per finished variant, so a partial run keeps what it measured).
 
     .venv/bin/python benchmarks/ablations.py sft            # SFT seeds, structure weighting, physics branch
-    .venv/bin/python benchmarks/ablations.py grpo --init runs/shapeworld/sft/model
+    .venv/bin/python benchmarks/ablations.py grpo --init runs/shapeworld/sft/model --seeds 0 1 2 [--only grpo grpo_vipo]
+
+Rows are keyed "<variant>_seed<k>"; a rerun skips the ones already in the output file.
 """
 
 from __future__ import annotations
@@ -23,17 +25,17 @@ CURRICULUM_HEADS = ("grpo.reward.heads=[{reward: sharpness, component: visual, w
                     "{reward: motion_smoothness, component: temporal, weight: 0}, "
                     "{reward: verifier, component: semantic, weight: 1}]")
 
+# the reward-noise experiment: the verifier corrupted by N(0, 0.3²) on a fixed half of the prompts (rewards/noisy.py)
+NOISY_HEAD = "grpo.reward.heads=[{reward: noisy, kwargs: {base: verifier, std: 0.3, fraction: 0.5}}]"
+
 VARIANTS = {
     "sft": {
-        "sft_seed0": ["run.seed=0"],
-        "sft_seed1": ["run.seed=1"],
-        "sft_seed2": ["run.seed=2"],
-        "sft_plain_seed0": ["run.seed=0", "sft.structure.enabled=false"],
-        "sft_physics_seed0": ["run.seed=0", "sft.physics.enabled=true"],
+        "sft": [],
+        "sft_plain": ["sft.structure.enabled=false"],
+        "sft_physics": ["sft.physics.enabled=true"],
     },
     "grpo": {
-        "grpo_seed0": ["run.seed=0"],
-        "grpo_seed1": ["run.seed=1"],
+        "grpo": [],
         "grpo_vipo": ["grpo.vipo.enabled=true"],
         "grpo_bpgo": ["grpo.bpgo.enabled=true"],
         "grpo_bpgo_ras_only": ["grpo.bpgo.enabled=true", "grpo.bpgo.crt=off"],
@@ -42,6 +44,8 @@ VARIANTS = {
         "grpo_joint_fixed": ["grpo.joint.enabled=true", "grpo.joint.mode=fixed", CURRICULUM_HEADS],
         "grpo_joint_mgda": ["grpo.joint.enabled=true", CURRICULUM_HEADS],
         "grpo_full_stack": ["grpo.vipo.enabled=true", "grpo.curriculum.enabled=true", CURRICULUM_HEADS],
+        "grpo_noisy": [NOISY_HEAD],
+        "grpo_noisy_bpgo": [NOISY_HEAD, "grpo.bpgo.enabled=true"],
     },
 }
 
@@ -51,13 +55,19 @@ def main() -> None:
     ap.add_argument("stage", choices=list(VARIANTS))
     ap.add_argument("--init", default=None, help="starting checkpoint (default: the recipe's model.init)")
     ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0], help="run.seed of each repeat")
+    ap.add_argument("--set", nargs="*", default=[], help="extra dotted overrides for every variant")
     ap.add_argument("--out", default="benchmarks/results/ablations.jsonl")
     ap.add_argument("--physics", action="store_true", help="also compute physics-slice flow metrics")
     args = ap.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for name, overrides in VARIANTS[args.stage].items():
-        if args.only and name not in args.only:
+    jobs = [(f"{variant}_seed{seed}", variant, [*overrides, *args.set, f"run.seed={seed}"])
+            for seed in args.seeds for variant, overrides in VARIANTS[args.stage].items()
+            if not args.only or variant in args.only]
+    done = {json.loads(line)["variant"] for line in out.read_text().splitlines()} if out.exists() else set()
+    for name, variant, overrides in jobs:
+        if name in done:  # resumable: a finished (variant, seed) is not run again
             continue
         recipe = load_recipe(None, [*overrides, f"run.name={name}", "run.out_dir=/tmp/vidtune_ablations"])
         t0 = time.time()
@@ -68,7 +78,8 @@ def main() -> None:
         model = run(recipe, Path(recipe.run.out_dir) / name, init=args.init, progress=False)
         train_s = time.time() - t0
         res = evaluate.evaluate_policy(load_tiny(model), recipe, progress=False)
-        row = {"variant": name, "stage": args.stage, "overrides": overrides, "init": args.init,
+        row = {"variant": name, "group": variant, "seed": recipe.run.seed, "stage": args.stage,
+               "overrides": overrides, "init": args.init,
                "train_seconds": train_s, "summary": res["summary"], "slices": res["slices"],
                "vbench_total": res["vbench"]["total"], "vbench_quality": res["vbench"]["quality"]}
         if args.physics or "physics" in name:

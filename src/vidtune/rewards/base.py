@@ -59,7 +59,7 @@ def register(name: str):
     return deco
 
 
-BUILTIN_MODULES = ("verifier", "temporal", "perceptual", "safety", "scorer")
+BUILTIN_MODULES = ("verifier", "temporal", "perceptual", "safety", "scorer", "noisy")
 
 
 def load_builtins() -> None:
