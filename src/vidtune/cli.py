@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -40,6 +40,32 @@ def validate(recipe: Annotated[Path, typer.Argument(help="YAML recipe.")], overr
     """Check a recipe (keys, types, cross-field rules) without running anything."""
     _recipe(recipe, overrides)
     out.print(f"[green]ok[/green] {recipe}")
+
+
+@app.command("check-data")
+def check_data(
+    path: Annotated[Path, typer.Argument(help="A .jsonl manifest or a folder of videos with same-named .txt captions.")],
+    frames: Annotated[int, typer.Option(min=1, help="Frames sampled uniformly from each clip.")] = 8,
+    size: Annotated[int, typer.Option(min=1, help="Height = width the frames are resized to.")] = 32,
+    on_bad: Annotated[Literal["error", "skip"], typer.Option(
+        "--on-bad", help="error: fail naming every bad clip; skip: leave bad clips out and list them.")] = "error",
+):
+    """Validate an SFT video dataset (decodes every clip, as sft.data.source=video_folder does) and summarise it."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from vidtune.data.video_folder import load_video_dataset
+
+    ds = load_video_dataset(path, frames, size, size, on_bad)
+    table = Table(title=f"dataset {escape(str(path))}")
+    table.add_column("")
+    table.add_column("value")
+    table.add_row("usable clips", str(len(ds.captions)))
+    table.add_row("skipped (bad)", str(len(ds.skipped)))
+    table.add_row("clip tensor", f"uint8 [3, {frames}, {size}, {size}]")
+    for bad in ds.skipped:
+        table.add_row(f"[red]bad[/red] {escape(bad.where)}", escape(bad.reason))
+    out.print(table)
 
 
 @app.command("print-config")

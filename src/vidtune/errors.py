@@ -7,3 +7,7 @@ class VidtuneError(Exception):
 
 class ConfigError(VidtuneError):
     """A recipe or override is malformed: unknown key, wrong type or invalid value."""
+
+
+class DataError(VidtuneError):
+    """A training dataset is unusable: a manifest line, video file or caption is missing, malformed or undecodable."""
