@@ -4,6 +4,7 @@ The run directory is the whole state (DESIGN.md §1)::
 
     runs/<name>/config.yaml            resolved recipe (a resumed run must match it)
     runs/<name>/metrics.jsonl          every stage's training metrics (append-only, fsynced)
+    runs/<name>/tensorboard/<stage>/   the same scalars as TensorBoard event files (run.tensorboard)
     runs/<name>/<stage>/checkpoint/    resumable training state (atomic)
     runs/<name>/<stage>/model/         exported checkpoint; <stage>/DONE marks a finished stage
     runs/<name>/evals/<stage>.json     evaluation after each stage (fixed prompts and seeds)
@@ -45,9 +46,13 @@ def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool) -> None:
         if not resume:
             raise VidtuneError(f"run directory {run_dir} already exists; use `vidtune run --resume {run_dir}` or "
                                "choose another run.name")
-        if cfg_file.read_text() != text:
+        if load_recipe(cfg_file) != recipe:  # compare values: keys added by a newer vidtune take their defaults
             raise VidtuneError(f"{cfg_file} differs from the recipe given; resume with the run's own config "
                                f"(`vidtune run --resume {run_dir}` without a recipe)")
+        if cfg_file.read_text() != text:  # same values, older layout: record the full resolved recipe
+            tmp = cfg_file.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(cfg_file)
         return
     make_run_dir(run_dir)
     tmp = cfg_file.with_suffix(".tmp")

@@ -19,6 +19,7 @@ from vidtune.runlog import read_metrics  # noqa: E402
 
 HEADLINE = ("verifier", "clean", "atom/motion", "atom/camera", "atom/order", "atom/count", "atom/colour",
             "atom/shape", "atom/size", "atom/pour")
+SLICE_JUDGES = ("verifier", "scorer")  # the slice table adds every VBench-style dimension ("vbench/…") after these
 CURVES = {
     "sft": ["loss", "weight_max"],
     "grpo": ["reward", "approx_kl", "kl_ref", "clip_fraction", "grad_norm"],
@@ -73,16 +74,36 @@ def _metric_table(evals: dict[str, dict]) -> str:
     return f"<table class='metrics'><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def _slice_table(first: dict, last: dict, names: tuple[str, str]) -> str:
+def _judged_metrics(evals: dict[str, dict]) -> list[str]:
+    """The judged metrics with per-slice results in any stage, in table order: verifier, learned scorer, then the
+    VBench-style dimensions (``vbench/<dimension>``) in the order the evaluation wrote them."""
+    present = list(dict.fromkeys(m for ev in evals.values() for vals in ev["slices"].values() for m in vals))
+    return [m for m in SLICE_JUDGES if m in present] + [m for m in present if m.startswith("vbench/")]
+
+
+def _slice_cell(r: dict | None, ref: dict | None) -> str:
+    """A slice-table cell: the mean, and its change vs the reference stage's mean when both exist."""
+    if not r or not r.get("n"):
+        return "<td>–</td>"
+    delta = f" <span class='d'>({r['mean'] - ref['mean']:+.3f})</span>" if ref and ref.get("n") else ""
+    return f"<td>{r['mean']:.3f}{delta}</td>"
+
+
+def _slice_table(evals: dict[str, dict]) -> str:
+    """One row per (slice, stage), one column per judged metric: its mean over the slice's prompts and, after the
+    first (base) stage, the change vs that stage."""
+    metrics, ref = _judged_metrics(evals), next(iter(evals))
+    head = "".join(f"<th title='{m}'>{html.escape(m.removeprefix('vbench/'))}</th>" for m in metrics)
+    slices = dict.fromkeys(sl for ev in evals.values() for sl, vals in ev["slices"].items() if vals)
     rows = []
-    for sl, vals in last["slices"].items():
-        r0, r1 = first["slices"].get(sl, {}).get("verifier"), vals.get("verifier")
-        if not r1:
-            continue
-        rows.append(f"<tr><th>{sl}</th><td>{r1['n']}</td><td>{r0['mean']:.3f}</td><td>{r1['mean']:.3f}</td>"
-                    f"<td>{r1['mean'] - r0['mean']:+.3f}</td></tr>")
-    return (f"<table class='metrics'><tr><th>slice</th><th>n</th><th>{names[0]}</th><th>{names[1]}</th>"
-            f"<th>Δ</th></tr>{''.join(rows)}</table>")
+    for sl in slices:
+        for stage, ev in evals.items():
+            vals, base = ev["slices"].get(sl, {}), None if stage == ref else evals[ref]["slices"].get(sl, {})
+            cells = "".join(_slice_cell(vals.get(m), base and base.get(m)) for m in metrics)
+            rows.append(f"<tr><th>{sl}</th><th>{stage}</th><td>{vals.get('verifier', {}).get('n', '–')}</td>"
+                        f"{cells}</tr>")
+    return (f"<table class='metrics slices'><tr><th>slice</th><th>stage</th><th>n</th>{head}</tr>{''.join(rows)}"
+            "</table>")
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -117,8 +138,10 @@ def write_report(run_dir: str | Path) -> Path:
                      f"[{g['win_rate_wilson'][0]:.3f}, {g['win_rate_wilson'][1]:.3f}]</td><td>{g['margin']:.3f} "
                      f"[{g['margin_bootstrap'][0]:.3f}, {g['margin_bootstrap'][1]:.3f}]</td>"
                      f"<td>{g['sign_test_p']:.3g}</td></tr></table>")
-        parts.append(f"<h2>Slices ({last_name} vs base, verifier score)</h2>" + _slice_table(first, last,
-                                                                                          ("base", last_name)))
+    if evals:
+        parts.append("<h2>Slices: judged metrics per stage</h2><p>Means over each slice's prompts of the verifier, "
+                     "the learned scorer (when it matches the clips) and the VBench-style dimensions per video; "
+                     f"change vs {next(iter(evals))} in parentheses.</p>" + _slice_table(evals))
     diag_file = run_dir / "evals" / "diagnostics.json"
     if diag_file.exists():
         rows = []

@@ -1,4 +1,5 @@
-"""Run directories, append-only JSONL metrics and atomic checkpoint files (nothing is lost or torn on a crash)."""
+"""Run directories, append-only JSONL metrics mirrored to TensorBoard event files, and atomic checkpoint files
+(nothing is lost or torn on a crash)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import math
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +33,59 @@ def _clean(v: Any) -> Any:
     return v
 
 
-class MetricsWriter:
-    """Append one JSON object per line, flushed and fsynced, so a kill -9 loses at most the line being written."""
+def tensorboard_dir(metrics_path: str | Path, stage: str) -> Path:
+    """TensorBoard log directory of ``stage``: ``tensorboard/<stage>/`` next to the metrics file."""
+    return Path(metrics_path).parent / "tensorboard" / stage
 
-    def __init__(self, path: str | Path, stage: str):
+
+def tb_scalars(values: dict[str, Any]) -> dict[str, float]:
+    """The real-number values of a metrics row (one-element tensors included) as floats; lists, dicts, strings and
+    larger tensors are left out (TensorBoard scalars only)."""
+    out = {}
+    for k, v in values.items():
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            v = v.item()
+        if isinstance(v, (int, float)):
+            out[k] = float(v)
+    return out
+
+
+def open_summary_writer(log_dir: Path, purge_step: int | None):
+    """A ``torch.utils.tensorboard.SummaryWriter`` on ``log_dir``; with ``purge_step``, TensorBoard hides the events
+    earlier sessions wrote at steps ≥ ``purge_step``. A missing ``tensorboard`` package is an error naming the
+    switch."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise VidtuneError("run.tensorboard=true needs the `tensorboard` package (pip install tensorboard); or set "
+                           "run.tensorboard=false") from None
+    return SummaryWriter(str(log_dir), purge_step=purge_step)
+
+
+class MetricsWriter:
+    """Append one JSON object per line, flushed and fsynced, so a kill -9 loses at most the line being written.
+
+    With ``tensorboard`` (recipe switch ``run.tensorboard``) every scalar of a row also goes to TensorBoard event
+    files in :func:`tensorboard_dir` (tag = metric name, global step = ``step``), flushed after each row. The event
+    writer opens at the first row, after the stage's :func:`rewind_metrics`: when the folder already holds events
+    (a resumed stage), it opens with ``purge_step`` = that first step, so the replayed steps replace the crashed
+    session's instead of showing twice — the counterpart of the rewind of the JSONL file."""
+
+    def __init__(self, path: str | Path, stage: str, tensorboard: bool = True):
         self.path = Path(path)
         self.stage = stage
+        self.tensorboard = tensorboard
+        self._tb = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _summary_writer(self, step: int):
+        """The stage's SummaryWriter, opened on first use (purging from ``step`` when earlier events exist)."""
+        if self._tb is None:
+            log_dir = tensorboard_dir(self.path, self.stage)
+            resumed = any(log_dir.glob("events.out.tfevents.*"))
+            self._tb = open_summary_writer(log_dir, step if resumed else None)
+            weakref.finalize(self, self._tb.close)
+        return self._tb
 
     def log(self, step: int, **values: Any) -> None:
         row = {"stage": self.stage, "step": step, "time": round(time.time(), 3)}
@@ -46,6 +94,11 @@ class MetricsWriter:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        if self.tensorboard:
+            tb = self._summary_writer(step)
+            for tag, v in tb_scalars(values).items():
+                tb.add_scalar(tag, v, global_step=step, walltime=row["time"])
+            tb.flush()
 
 
 def rewind_metrics(path: str | Path, stage: str, step: int) -> int:

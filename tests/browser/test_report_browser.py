@@ -1,5 +1,5 @@
 """report.html in Debian's headless Chromium: opened from disk (file://), every embedded video and plot decodes
-(naturalWidth > 0), the metrics table is filled for every stage. The run is the tiny-model pipeline."""
+(naturalWidth > 0), the metrics and slice tables are filled for every stage. The run is the tiny-model pipeline."""
 
 from __future__ import annotations
 
@@ -45,3 +45,9 @@ def test_report_renders(report, browser):  # noqa: F811
     assert header[1:] == ["base", "sft", "grpo", "dpo"]
     assert all(c and c != "–" for c in verifier[1:])
     assert "GSB" in browser.page_source and "Diagnostics" in browser.page_source
+    slices = browser.execute_script(
+        "return [...document.querySelector('table.slices').rows].map(r => [...r.cells].map(c => c.innerText))")
+    judged = ["verifier", "dynamic_degree", "motion_smoothness", "subject_consistency", "background_consistency"]
+    cols = [slices[0].index(m) for m in judged]  # 16 px clips: no learned scorer column
+    assert {r[1] for r in slices[1:]} == {"base", "sft", "grpo", "dpo"}
+    assert all(r[c] and r[c] != "–" for r in slices[1:] for c in cols)

@@ -63,6 +63,23 @@ def test_run_writes_every_stage_eval_and_report(uninterrupted):
     assert html.count("data:image/gif;base64,") == 4 and "data:image/png;base64," in html
     stages = {json.loads(line)["stage"] for line in (uninterrupted / "metrics.jsonl").read_text().splitlines()}
     assert {"sft", "grpo", "dpo"} <= stages
+    _assert_tensorboard_mirrors_metrics(uninterrupted)
+
+
+def _assert_tensorboard_mirrors_metrics(run_dir: Path) -> None:
+    """Every stage's TensorBoard events (as TensorBoard reads them, purges applied) hold exactly the steps and
+    values of metrics.jsonl: once each, also after a kill and resume."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vidtune.runlog import read_metrics
+
+    for stage, tag in (("sft", "loss"), ("grpo", "reward"), ("dpo", "loss")):
+        acc = EventAccumulator(str(run_dir / "tensorboard" / stage))
+        acc.Reload()
+        rows = read_metrics(run_dir / "metrics.jsonl", stage)
+        assert [e.step for e in acc.Scalars(tag)] == [r["step"] for r in rows]
+        assert [e.value for e in acc.Scalars(tag)] == pytest.approx([float(r[tag]) for r in rows], rel=1e-6,
+                                                                     nan_ok=True)
 
 
 def _final(run_dir: Path) -> dict:
@@ -88,6 +105,7 @@ def test_resume_after_kill_equals_uninterrupted(model_dir, uninterrupted, tmp_pa
     _, stderr = r.communicate(timeout=600)
     assert r.returncode == 0, stderr[-3000:]
     assert _final(tmp_path / name) == _final(uninterrupted)
+    _assert_tensorboard_mirrors_metrics(tmp_path / name)
 
 
 def test_existing_run_dir_needs_resume(model_dir, uninterrupted):

@@ -1,5 +1,5 @@
-"""Evaluation of a policy on fixed prompts and seeds: verifier atoms, VBench-style dimensions, structural
-instability, slices (ALGORITHMS.md §10).
+"""Evaluation of a policy on fixed prompts and seeds: verifier atoms, learned scorer, VBench-style dimensions,
+structural instability, slices (ALGORITHMS.md §10).
 
 The prompt set (seen + held-out instruction prompts) and the sampling noise depend only on ``eval.seed``, so the
 same clips are compared across stages and checkpoints.
@@ -60,36 +60,50 @@ def _psi(video: torch.Tensor, scene: Scene) -> float:
     return structural_instability(video, None if scene.pour else target[:, None])
 
 
-def vbench_dimensions(videos: torch.Tensor, metrics: dict[str, torch.Tensor]) -> dict:
-    """VBench-style dimensions (ALGORITHMS.md §10.2) with the ShapeWorld semantic dimensions from the verifier."""
-    semantic = {name: float(torch.nanmean(metrics[key])) for name, key in SEMANTIC_DIMENSIONS.items()
-                if torch.isfinite(metrics[key]).any()}
-    feats, labels = None, {}
+def matching_scorer(videos: torch.Tensor):
+    """The shipped learned scorer (DESIGN.md §3, judge 2) when it loads and was trained on clips of the videos'
+    frame count and size, else None (e.g. the 16 px worlds of the tests)."""
     try:
         from vidtune.rewards.scorer import LearnedScorer
 
         scorer = LearnedScorer()
-        if videos.shape[-1] == scorer.model.config.size and videos.shape[1] == scorer.model.config.frames:
-            feats = lambda frames: scorer.frame_embeddings(frames[None].float())[0]  # noqa: E731
-            labels = {"subject": "learned ShapeWorld scorer frame embeddings (weight-free stand-in for DINO)",
-                      "background": "learned ShapeWorld scorer frame embeddings (stand-in for CLIP)"}
     except VidtuneError:
-        pass
-    rep = evaluate_videos(videos, subject_features=feats, background_features=feats, feature_labels=labels,
-                          semantic=semantic).to_dict()
-    rep.pop("per_video")
-    return rep
+        return None
+    c = scorer.model.config
+    return scorer if (videos.shape[1], videos.shape[-1]) == (c.frames, c.size) else None
+
+
+def vbench_dimensions(videos: torch.Tensor, metrics: dict[str, torch.Tensor], scorer=None) -> dict:
+    """VBench-style dimensions (ALGORITHMS.md §10.2) with the ShapeWorld semantic dimensions from the verifier;
+    subject / background consistency from ``scorer``'s frame embeddings when given (else the weight-free stand-in).
+    Includes ``per_video`` {dimension: [N] list}."""
+    semantic = {name: float(torch.nanmean(metrics[key])) for name, key in SEMANTIC_DIMENSIONS.items()
+                if torch.isfinite(metrics[key]).any()}
+    feats, labels = None, {}
+    if scorer is not None:
+        feats = lambda frames: scorer.frame_embeddings(frames[None].float())[0]  # noqa: E731
+        labels = {"subject": "learned ShapeWorld scorer frame embeddings (weight-free stand-in for DINO)",
+                  "background": "learned ShapeWorld scorer frame embeddings (stand-in for CLIP)"}
+    return evaluate_videos(videos, subject_features=feats, background_features=feats, feature_labels=labels,
+                           semantic=semantic).to_dict()
 
 
 def evaluate_policy(policy, recipe: Recipe, progress: bool = True) -> dict:
+    """Generate the eval set and judge it. Per-sample metrics (and so the slices) are :func:`score_videos`, the
+    learned scorer's score ``scorer`` (when it matches the clips) and every VBench-style dimension per video as
+    ``vbench/<dimension>``."""
     es = eval_set(recipe)
     s = recipe.sampling
     videos = generate(policy, es.prompts, es.seeds, steps=s.steps, shift=s.shift, guidance=s.guidance,
                       batch_size=s.batch_size, progress=progress)
     metrics = score_videos(videos, es)
+    scorer = matching_scorer(videos)
+    if scorer is not None:
+        metrics["scorer"] = scorer(videos, es.prompts).scores
+    vbench = vbench_dimensions(videos, metrics, scorer)
+    metrics |= {f"vbench/{k}": torch.tensor(v, dtype=torch.float64) for k, v in vbench.pop("per_video").items()}
     table = slice_table(metrics, es.scenes)
-    return {"summary": {k: v for k, v in table["all"].items()}, "slices": table,
-            "vbench": vbench_dimensions(videos, metrics),
+    return {"summary": {k: v for k, v in table["all"].items()}, "slices": table, "vbench": vbench,
             "per_sample": {k: v.tolist() for k, v in metrics.items()}, "prompts": es.prompts,
             "videos": videos[: recipe.eval.grid_prompts]}
 
