@@ -29,6 +29,8 @@ class RunConfig(Section):
     seed: int = Field(0, description="Master seed; every random stream is derived from it.")
     threads: int = Field(2, ge=1, description="torch intra-op threads.")
     runtime: Literal["local", "ray"] = Field("local", description="Execution backend.")
+    tensorboard: bool = Field(
+        True, description="Also write every training scalar to TensorBoard event files `<run>/tensorboard/<stage>/`.")
 
 
 class WorldConfig(Section):
@@ -124,6 +126,26 @@ class PhysicsConfig(Section):
     decoder_blocks: int = Field(1, ge=1, description="DiT blocks (from the end) that count as the decoder.")
 
 
+class SFTDataConfig(Section):
+    """Where Stage I clips come from: rendered ShapeWorld or the user's videos (data/video_folder.py)."""
+
+    source: Literal["shapeworld", "video_folder"] = Field("shapeworld", description="Clip source.")
+    path: str | None = Field(
+        None, description="video_folder: a .jsonl manifest ({video, caption} per line, paths relative to it) or a "
+        "folder of videos with same-named .txt captions.")
+    on_bad: Literal["error", "skip"] = Field(
+        "error", description="video_folder: a bad clip (undecodable, too short, no caption) fails the run listing "
+        "every bad clip (error) or is left out with a warning (skip).")
+
+    @model_validator(mode="after")
+    def _path_matches_source(self) -> "SFTDataConfig":
+        if self.source == "video_folder" and not self.path:
+            raise ValueError("sft.data.source=video_folder needs sft.data.path")
+        if self.source == "shapeworld" and self.path is not None:
+            raise ValueError("sft.data.path is for sft.data.source=video_folder")
+        return self
+
+
 class SFTConfig(Section):
     """Stage I: flow-matching SFT on instruction captions (stages/sft.py, ALGORITHMS.md §7)."""
 
@@ -145,6 +167,7 @@ class SFTConfig(Section):
     log_every: int = Field(25, ge=1)
     structure: StructureConfig = StructureConfig()
     physics: PhysicsConfig = PhysicsConfig()
+    data: SFTDataConfig = SFTDataConfig()
 
 
 class RolloutConfig(Section):
@@ -265,6 +288,8 @@ class GRPOConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0)
     minibatches: int = Field(1, ge=1)
     inner_epochs: int = Field(1, ge=1)
+    micro_batch: int | None = Field(None, ge=1, description="Samples per forward in rollouts and per backward in "
+                                    "updates (memory knob; same gradient up to rounding); null = all at once.")
     lora_rank: int | None = Field(None, ge=1, description="LoRA rank; null = full fine-tune.")
     lora_targets: tuple[str, ...] = ("q", "kv", "out")
     ckpt_every: int = Field(5, ge=1)
@@ -400,6 +425,9 @@ class DPOConfig(Section):
                                     "preference gradient sees (a random window per pair); None = the whole clip.")
     grad_downsample: int = Field(1, ge=1, description="Mixed resolution: k×k average pooling of the latents for the "
                                  "preference gradient (1 = generation resolution).")
+    lora_rank: int | None = Field(None, ge=1, description="LoRA rank on the Stage II policy (π_ref = the same "
+                                  "network with adapters disabled); null = full fine-tune against a frozen copy.")
+    lora_targets: tuple[str, ...] = ("q", "kv", "out")
     max_grad_norm: float = Field(1.0, gt=0)
     ckpt_every: int = Field(25, ge=1)
     log_every: int = Field(5, ge=1)

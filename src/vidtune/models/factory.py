@@ -1,5 +1,6 @@
-"""One entry point for stage code: build the tiny or the Wan policy from a recipe or a path, and the few helpers
-whose behaviour differs between the two (LoRA injection, a no-copy LoRA reference, ViPO's latent time layout)."""
+"""One entry point for stage code: build the tiny or the Wan policy from a recipe or a path, the few helpers
+whose behaviour differs between the two (LoRA injection, a no-copy LoRA reference, ViPO's latent time layout), and
+the trainable-parameters-only training state of a stage checkpoint."""
 
 from __future__ import annotations
 
@@ -45,7 +46,9 @@ def load_policy(recipe_or_spec: Any, options: dict | None = None):
 
     ``recipe_or_spec``: a ``Recipe``, its ``ModelConfig``, or a string — ``builtin:base`` / a tiny folder (tiny),
     a diffusers Wan folder, a vidtune Wan LoRA folder or a hub id (Wan). ``options`` (Wan only) overrides
-    ``model.options`` (``WanConfig`` fields). A tiny recipe with ``model.init = null`` builds a random model."""
+    ``model.options`` (``WanConfig`` fields). A tiny recipe with ``model.init = null`` builds a random model.
+    A Wan LoRA folder (a stage's output) comes back with its adapters merged: plain trainable weights, like a
+    tiny checkpoint, on which the next stage attaches fresh adapters."""
     from vidtune.config import ModelConfig, Recipe
 
     model_cfg = recipe_or_spec.model if isinstance(recipe_or_spec, Recipe) else recipe_or_spec
@@ -76,18 +79,22 @@ def _load_tiny(spec):
 def _load_wan(spec, options: dict):
     from vidtune.models.wan import WanConfig, WanVideoPolicy
 
-    return WanVideoPolicy.from_pretrained(spec, WanConfig.from_dict(options))
+    return WanVideoPolicy.from_pretrained(spec, WanConfig.from_dict(options), merge=True)
 
 
-def attach_lora(policy, rank: int, targets: tuple[str, ...], alpha: float | None = None):
+def attach_lora(policy, rank: int, targets: tuple[str, ...], alpha: float | None = None, seed: int | None = None):
     """LoRA through peft on whichever network the policy trains: ``policy.add_lora`` (Wan: both experts, diffusers'
-    adapter bookkeeping so ``save_lora`` works) or ``models.lora.add_lora(policy.net, …)`` (tiny)."""
-    if hasattr(policy, "add_lora"):
-        return policy.add_lora(rank, tuple(targets), alpha)
+    adapter bookkeeping so ``save_lora`` works) or ``models.lora.add_lora(policy.net, …)`` (tiny). peft draws the
+    A matrices from torch's global RNG; with ``seed`` they are a function of it and the global state is restored."""
     from vidtune.models.lora import add_lora
 
-    add_lora(policy.net, rank, tuple(targets), alpha)
-    return policy
+    with torch.random.fork_rng(enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        if hasattr(policy, "add_lora"):
+            return policy.add_lora(rank, tuple(targets), alpha)
+        add_lora(policy.net, rank, tuple(targets), alpha)
+        return policy
 
 
 class AdaptersOff:
@@ -129,3 +136,19 @@ def reference_policy(policy):
 def vipo_time_layout(policy) -> tuple[str, int]:
     """(vae, stride) for ``math.vipo.vipo_map_batch``: ('causal', 4) for Wan, ('pixel', 1) for the tiny model."""
     return getattr(policy, "vae_time", "pixel"), int(getattr(policy, "temporal_stride", 1))
+
+
+def trainable_state(policy) -> dict[str, torch.Tensor]:
+    """The parameters that train, by name (a checkpoint's policy part): the frozen base, VAE and encoders of a Wan
+    policy are rebuilt from ``init`` on resume instead of being written every checkpoint."""
+    return {n: p.detach() for n, p in policy.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(policy, state: dict[str, torch.Tensor]) -> None:
+    """Restore :func:`trainable_state` (or a full ``state_dict``) into a policy rebuilt the way the stage built it;
+    a trainable parameter missing from ``state`` or a name the policy lacks is an error."""
+    missing, unexpected = policy.load_state_dict(state, strict=False)
+    lost = sorted({n for n, p in policy.named_parameters() if p.requires_grad} & set(missing))
+    if lost or unexpected:
+        raise VidtuneError(f"the checkpoint does not match the policy (trainable parameters missing: {lost[:3]}, "
+                           f"unknown names: {unexpected[:3]}); was the recipe changed since it was written?")

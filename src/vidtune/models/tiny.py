@@ -47,6 +47,16 @@ class TinyConfig:
     decoder_blocks: int = 1
     vocab: tuple[str, ...] = ()
 
+    @property
+    def height(self) -> int:
+        """Pixel height of generated clips (square: ``size``), the name stage code shares with ``WanConfig``."""
+        return self.size
+
+    @property
+    def width(self) -> int:
+        """Pixel width of generated clips (square: ``size``)."""
+        return self.size
+
     @classmethod
     def from_dict(cls, d: dict) -> "TinyConfig":
         known = set(cls.__dataclass_fields__)

@@ -121,6 +121,10 @@ class WanVideoPolicy(nn.Module):
         if config.vae_tiling:
             self.vae.enable_tiling()
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        # LoRA folders folded into the base weights, oldest first (None once unsaved adapters were merged), and
+        # the folder the current adapters came from (None for fresh ones): save_pretrained records the chain.
+        self.merged_lora: tuple[str, ...] | None = ()
+        self._lora_folder: str | None = None
 
     # ----------------------------------------------------------------------------------------- construction
     @classmethod
@@ -144,9 +148,11 @@ class WanVideoPolicy(nn.Module):
 
     @classmethod
     def from_pretrained(cls, spec: str | Path, config: WanConfig = WanConfig(),
-                        base: str | Path | None = None) -> "WanVideoPolicy":
+                        base: str | Path | None = None, merge: bool = False) -> "WanVideoPolicy":
         """Load a diffusers Wan folder or hub id (e.g. ``Wan-AI/Wan2.1-T2V-1.3B-Diffusers``), or a folder written by
-        :meth:`save_pretrained`: a full pipeline, or LoRA weights on top of ``base`` (default: the recorded base)."""
+        :meth:`save_pretrained`: a full pipeline, or LoRA weights on top of ``base`` (default: the recorded base,
+        with the recorded earlier stages' LoRA folders merged into it). ``merge`` also folds this folder's
+        adapters in: the checkpoint as plain, trainable weights, the way a stage starts from it."""
         meta_file = Path(str(spec)) / "vidtune_wan.json"
         if meta_file.is_file():
             import json
@@ -157,8 +163,10 @@ class WanVideoPolicy(nn.Module):
                 if not base:
                     raise VidtuneError(f"{spec} holds LoRA weights only and records no base model; pass base=…")
                 policy = cls.from_pretrained(base, config)
+                for folder in meta.get("merged", []):
+                    policy.load_lora(folder).merge_lora()
                 policy.load_lora(spec)
-                return policy
+                return policy.merge_lora() if merge else policy
         return cls(wan_io.load_pipeline(spec, wan_io.DTYPES[config.dtype]), config, source=str(spec))
 
     # ----------------------------------------------------------------------------------------- protocol
@@ -347,6 +355,7 @@ class WanVideoPolicy(nn.Module):
                 for p in tr.parameters():
                     if p.requires_grad:
                         p.data = p.data.float()
+        self._lora_folder = None
         return self
 
     def has_lora(self) -> bool:
@@ -373,33 +382,44 @@ class WanVideoPolicy(nn.Module):
         for tr in self.transformers():
             for n, p in tr.named_parameters():
                 p.requires_grad_(trainable and "lora_" in n)
+        self._lora_folder = str(Path(folder).resolve())
         return self
 
     def merge_lora(self) -> "WanVideoPolicy":
-        """Fold the adapters into the base weights in place (for exporting a plain pipeline)."""
+        """Fold the adapters into the base weights in place (a plain model again: every transformer weight
+        trainable) and record where they came from in ``merged_lora``."""
         from vidtune.models.lora import merge_lora
 
+        if self.has_lora() and self.merged_lora is not None:
+            self.merged_lora = None if self._lora_folder is None else (*self.merged_lora, self._lora_folder)
         for tr in self.transformers():
             if getattr(tr, "peft_config", None):
                 merge_lora(tr)
-                tr.peft_config = {}
+                del tr.peft_config  # a plain module again (peft warns on a leftover empty config)
                 tr._hf_peft_config_loaded = False
+            tr.requires_grad_(True)
+        self._lora_folder = None
         return self
 
     def save_pretrained(self, folder: str | Path) -> Path:
-        """With adapters: the LoRA files plus ``vidtune_wan.json`` naming the base; without: the whole diffusers
-        pipeline (``pipe.save_pretrained``). Either loads back with :meth:`from_pretrained`."""
+        """With adapters: the LoRA files plus ``vidtune_wan.json`` naming the base and the LoRA folders merged into
+        it (``merged_lora``, e.g. the earlier stages' outputs); without: the whole diffusers pipeline
+        (``pipe.save_pretrained``). Either loads back with :meth:`from_pretrained`."""
         import json
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        merged: list[str] = []
         if self.has_lora():
+            if self.merged_lora is None:
+                raise VidtuneError("the base weights hold merged adapters that were never saved, so LoRA files "
+                                   "alone cannot describe this policy; merge_lora() and save the whole pipeline")
             self.save_lora(folder)
-            kind = "lora"
+            kind, merged = "lora", list(self.merged_lora)
         else:
             self.pipe.save_pretrained(str(folder))
             kind = "pipeline"
-        meta = {"type": "wan", "kind": kind, "base": self.source, "config": asdict(self.config)}
+        meta = {"type": "wan", "kind": kind, "base": self.source, "merged": merged, "config": asdict(self.config)}
         (folder / "vidtune_wan.json").write_text(json.dumps(meta, indent=1))
         return folder
 

@@ -59,7 +59,8 @@ def register(name: str):
     return deco
 
 
-BUILTIN_MODULES = ("verifier", "temporal", "perceptual", "safety", "scorer", "noisy")
+BUILTIN_MODULES = ("verifier", "temporal", "perceptual", "safety", "scorer", "noisy", "vlm_judge",
+                   "dino_features", "clip_scorer")  # the last three import transformers only to build a model
 
 
 def load_builtins() -> None:

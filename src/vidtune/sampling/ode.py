@@ -47,7 +47,7 @@ def generate(policy, prompts: list[str], seeds: Sequence[int], *, steps: int, sh
     from vidtune.progress import track
 
     cfg_w = policy.config
-    shape = policy.latent_shape(cfg_w.frames, cfg_w.size, cfg_w.size)
+    shape = policy.latent_shape(cfg_w.frames, cfg_w.height, cfg_w.width)
     out = []
     starts = list(range(0, len(prompts), batch_size))
     for i in track(starts, "sampling", disable=not progress):

@@ -35,6 +35,7 @@ class RolloutSpec:
     final_step: Literal["ode", "sde"] = "ode"
     sde_window: tuple[int, int, int] | None = None  # (w, lo, hi) or None
     reduction: Literal["scalar", "dense"] = "scalar"
+    micro_batch: int | None = None  # samples per velocity forward (a memory knob); None = the whole batch
 
     def validate(self) -> None:
         s = self.steps
@@ -76,6 +77,19 @@ def trainable_steps(spec: RolloutSpec, noisy: torch.Tensor, batch: int, generato
     return torch.stack(rows)
 
 
+def chunked_velocity(policy: VideoPolicy, x: torch.Tensor, t: torch.Tensor, cond: Cond, uncond: Cond | None,
+                     guidance: float, micro_batch: int | None) -> torch.Tensor:
+    """Guided v_θ in fp32 computed over slices of ``micro_batch`` rows (None: one call), so that the peak activation
+    memory is that of one slice; the rows' values do not depend on the slicing beyond float rounding."""
+    n = x.shape[0] if micro_batch is None else micro_batch
+
+    def rows(c: Cond | None, i: int) -> Cond | None:
+        return None if c is None else {k: v[i: i + n] for k, v in c.items()}
+
+    return torch.cat([guided_velocity(policy, x[i: i + n], t[i: i + n], rows(cond, i), rows(uncond, i),
+                                      guidance).float() for i in range(0, x.shape[0], n)])
+
+
 def _sigmas(spec: RolloutSpec, grid: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
     sig = noise_level(grid[:-1], grid[1:], spec.schedule, spec.eta, spec.a)
     return torch.where(noisy, sig, torch.zeros_like(sig))
@@ -103,7 +117,7 @@ def rollout(policy: VideoPolicy, cond: Cond, uncond: Cond | None, prompts: list[
     logps = torch.zeros((b, spec.steps) + ((() if spec.reduction == "scalar" else tuple(latent_shape[1:]))))
     for s in range(spec.steps):
         t = torch.full((b,), float(grid[s]))
-        v = guided_velocity(policy, x, t, cond, uncond, spec.guidance).float()
+        v = chunked_velocity(policy, x, t, cond, uncond, spec.guidance, spec.micro_batch)
         if not torch.isfinite(v).all():
             raise FloatingPointError(f"non-finite velocity at transition {s}; rollout batch discarded")
         step = sde_step(x, v, grid[s], grid[s + 1], sigmas[s])

@@ -3,12 +3,12 @@
 Pairs come from the sources in ``dpo.pairs`` (on-policy hard negatives, synthetic temporal negatives, a human
 JSONL), are written to ``<run>/dpo/pairs.jsonl`` (+ clips) for inspection, and weighted by score gaps where they
 have one. Each step draws one t and one ε per pair (shared by winner and loser), anneals β, and accumulates the
-gradient with the configured backward schedule (stages/dpo_step.py). Resumable; exports ``<run>/dpo/model``.
+gradient with the configured backward schedule (stages/dpo_step.py). Full fine-tune against a frozen copy, or LoRA
+(``dpo.lora_rank``) against the same network with adapters disabled. Resumable; exports ``<run>/dpo/model``.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 
@@ -19,7 +19,8 @@ from vidtune.config import Recipe
 from vidtune.math.clip_view import clip_view, window_starts
 from vidtune.math.dpo import dynamic_beta, pair_weights
 from vidtune.math.flow_matching import sample_t
-from vidtune.models.tiny import load_tiny
+from vidtune.models.factory import (attach_lora, load_policy, load_trainable_state, reference_policy,
+                                    trainable_state)
 from vidtune.preference.build import check_pairs, hard_negative_pairs, synthetic_pairs
 from vidtune.preference.pairs import PreferencePair, read_pairs, write_pairs
 from vidtune.progress import make_progress, track
@@ -93,7 +94,7 @@ def build_pairs(policy, recipe: Recipe, progress: bool) -> tuple[list[Preference
         counts.update({"synthetic": len(syn), **{f"rejected/{k}": v for k, v in rejected.items()}})
     if cfg.human:
         c = policy.config
-        human, hc = read_pairs(cfg.human, expect_shape=(c.frames, 3, c.size, c.size))
+        human, hc = read_pairs(cfg.human, expect_shape=(c.frames, 3, c.height, c.width))
         pairs += human
         counts.update({"human": len(human), **{f"human/{k}": v for k, v in hc.items()}})
     check_pairs(pairs)
@@ -119,9 +120,11 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
     cfg, seed = recipe.dpo, recipe.run.seed
     torch.set_num_threads(recipe.run.threads)
     stage_dir = make_run_dir(Path(run_dir) / "dpo")
-    metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "dpo")
-    policy = load_tiny(init or recipe.model.init)
-    reference = copy.deepcopy(policy).eval().requires_grad_(False)  # π_ref = the Stage II checkpoint
+    metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "dpo", tensorboard=recipe.run.tensorboard)
+    policy = load_policy(init or recipe, recipe.model.options)
+    if cfg.lora_rank:
+        attach_lora(policy, cfg.lora_rank, cfg.lora_targets, seed=seed + 13)
+    reference = reference_policy(policy)  # π_ref = the Stage II checkpoint (adapters disabled, or a frozen copy)
     pair_file = stage_dir / "pairs.jsonl"
     if pair_file.exists():
         pairs, _ = read_pairs(pair_file)
@@ -142,7 +145,7 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
     start = 0
     ckpt = stage_dir / "checkpoint" / "state.pt"
     if (state := load_checkpoint(ckpt)) is not None:
-        policy.load_state_dict(state["model"])
+        load_trainable_state(policy, state["model"])
         opt.load_state_dict(state["opt"])
         start = state["step"]
     print(f"dpo: {len(pairs)} pairs ({counts}), batch {cfg.batch_size}, steps {start}→{cfg.steps}, "
@@ -174,6 +177,7 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
                 t_last = time.time()
                 bar.update(task, info=f"acc {float(out.accuracy):.2f}")
             if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
-                atomic_torch_save({"model": policy.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
+                atomic_torch_save({"model": trainable_state(policy), "opt": opt.state_dict(), "step": step + 1},
+                                  ckpt)
             bar.advance(task)
     return export(policy, stage_dir / "model")

@@ -9,8 +9,8 @@ checkpoints hold the policy, optimiser and signal state, so a resumed run equals
 
 from __future__ import annotations
 
-import copy
 import time
+from itertools import product
 from pathlib import Path
 
 import torch
@@ -18,8 +18,8 @@ import torch
 from vidtune.config import GRPOConfig, Recipe, RewardConfig
 from vidtune.math.grpo_loss import grpo_objective, kl_to_reference
 from vidtune.math.vipo import dense_advantage, vipo_map_batch
-from vidtune.models.lora import add_lora, adapters_disabled
-from vidtune.models.tiny import load_tiny
+from vidtune.models.factory import (attach_lora, load_policy, load_trainable_state, reference_policy,
+                                    trainable_state, vipo_time_layout)
 from vidtune.progress import make_progress
 from vidtune.rewards.compose import Composite, GateSpec, RewardSpec, build
 from vidtune.runtime import make_reward_pool
@@ -45,7 +45,8 @@ def rollout_spec(cfg: GRPOConfig) -> RolloutSpec:
     dense = cfg.vipo.enabled and cfg.vipo.reduction == "channel_sum"
     return RolloutSpec(steps=r.steps, shift=r.shift, schedule=r.schedule, eta=r.eta, a=r.a, guidance=r.guidance,
                        share_init_noise=r.share_init_noise, train_fraction=r.train_fraction,
-                       final_step=r.final_step, sde_window=r.sde_window, reduction="dense" if dense else "scalar")
+                       final_step=r.final_step, sde_window=r.sde_window, reduction="dense" if dense else "scalar",
+                       micro_batch=cfg.micro_batch)
 
 
 def prompt_pool(recipe: Recipe) -> list[str]:
@@ -62,7 +63,7 @@ def do_rollout(policy, prompts: list[str], group: int, spec: RolloutSpec, seed: 
     cond = policy.encode_prompts(rep)
     uncond = policy.encode_prompts([""] * len(rep)) if spec.guidance != 1.0 else None
     c = policy.config
-    ro = rollout(policy, cond, uncond, rep, group, spec, seed, policy.latent_shape(c.frames, c.size, c.size))
+    ro = rollout(policy, cond, uncond, rep, group, spec, seed, policy.latent_shape(c.frames, c.height, c.width))
     return ro, cond, uncond
 
 
@@ -79,9 +80,31 @@ def reference_prior(ref, pool: list[str], cfg: GRPOConfig, spec: RolloutSpec, re
     return torch.tensor(out)
 
 
-def vipo_maps(extractor, videos: torch.Tensor, cfg: GRPOConfig, latent_fhw) -> tuple[torch.Tensor, dict]:
+def vipo_extractor(spec: str):
+    """The frozen ViPO feature extractor ``vipo.extractor`` names: the learned ShapeWorld scorer for
+    ``builtin:scorer`` or a scorer folder, else DINOv2 (a hub id such as facebook/dinov2-base, or a folder)."""
+    import json
+
+    from vidtune.rewards.scorer_model import MODEL_TYPE
+
+    cfg_file = Path(spec) / "config.json"
+    scorer_folder = cfg_file.is_file() and json.loads(cfg_file.read_text()).get("type") == MODEL_TYPE
+    if spec.startswith("builtin:") or scorer_folder:
+        from vidtune.rewards.scorer import LearnedScorer
+
+        return LearnedScorer(model=spec)
+    from vidtune.rewards.dino_features import DinoFeatures
+
+    return DinoFeatures.from_pretrained(spec)
+
+
+def vipo_maps(extractor, videos: torch.Tensor, cfg: GRPOConfig, latent_fhw,
+              layout: tuple[str, int]) -> tuple[torch.Tensor, dict]:
+    """ViPO maps [B, F, H, W] on the latent grid ``latent_fhw``, frames aligned by the policy's time ``layout``
+    (models/factory.vipo_time_layout), and their logs."""
     feats, cover = extractor.features(videos)
-    vb = vipo_map_batch(feats, cover, latent_fhw, vae="pixel", k=cfg.vipo.k, sigma=cfg.vipo.sigma,
+    vae, stride = layout
+    vb = vipo_map_batch(feats, cover, latent_fhw, vae=vae, stride=stride, k=cfg.vipo.k, sigma=cfg.vipo.sigma,
                         renorm=cfg.vipo.renorm)
     logs = {"vipo/fallback": sum(f is not None for f in vb.fallback), "vipo/const_frame": sum(vb.const_frames),
             "vipo/map_mean": float(vb.map.mean())}
@@ -91,7 +114,8 @@ def vipo_maps(extractor, videos: torch.Tensor, cfg: GRPOConfig, latent_fhw) -> t
 def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid: torch.Tensor, cfg: GRPOConfig,
            opt, params, it: int) -> dict:
     """Clipped-surrogate updates over the stored transitions (§2.4): per (micro-batch, transition) backward with
-    the stated weights, one optimiser step per minibatch."""
+    the stated weights (``micro_batch`` rows at a time, each normalised by the whole minibatch's B_valid), one
+    optimiser step per minibatch. ``ref`` is π_ref (models/factory.reference_policy), used for the KL term."""
     n_cols = ro.train_steps.shape[1]
     b = adv.shape[0]
     clip = cfg.vipo.clip_range if cfg.vipo.enabled else cfg.clip_range
@@ -104,22 +128,22 @@ def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid
             rows = rows.sort().values
             n_valid = valid[rows].sum()
             opt.zero_grad(set_to_none=True)
-            for col in range(n_cols):
-                te = transition_eval(policy, ro, cond, uncond, rows, col)
-                lp_new, lp_old = te.logp.unsqueeze(1), ro.logp_old[rows, col].unsqueeze(1)
-                a = adv[rows]
+            for col, mb in product(range(n_cols), rows.split(cfg.micro_batch or len(rows))):
+                te = transition_eval(policy, ro, cond, uncond, mb, col)
+                lp_new, lp_old = te.logp.unsqueeze(1), ro.logp_old[mb, col].unsqueeze(1)
+                a = adv[mb]
                 if a.ndim == 4 and lp_new.ndim == 2:  # ViPO map with the scalar reduction: broadcast ratios
                     lp_new, lp_old = lp_new[..., None, None, None], lp_old[..., None, None, None]
                 kl = None
                 if cfg.beta_kl > 0:
-                    with torch.no_grad(), adapters_disabled(ref) if ref is policy else torch.no_grad():
-                        c = {k: v[rows] for k, v in cond.items()}
-                        u = None if uncond is None else {k: v[rows] for k, v in uncond.items()}
+                    with torch.no_grad():
+                        c = {k: v[mb] for k, v in cond.items()}
+                        u = None if uncond is None else {k: v[mb] for k, v in uncond.items()}
                         v_ref = guided_velocity(ref, te.x, te.t, c, u, ro.guidance).float()
                     kl = kl_to_reference(te.velocity, v_ref, te.sigma, te.t, te.dt, form=cfg.kl_form).unsqueeze(1)
-                obj = grpo_objective(lp_new, lp_old, a, valid[rows], clip_range=clip, n_steps=n_cols, kl=kl,
+                obj = grpo_objective(lp_new, lp_old, a, valid[mb], clip_range=clip, n_steps=n_cols, kl=kl,
                                      beta_kl=cfg.beta_kl, n_valid=n_valid,
-                                     aux_advantages=None if aux is None else aux[rows],
+                                     aux_advantages=None if aux is None else aux[mb],
                                      aux_weight=cfg.bpgo.varsigma, heads=heads)
                 obj.loss.backward()
                 stats["loss"] += float(obj.loss.detach())
@@ -145,34 +169,28 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
     cfg, seed = recipe.grpo, recipe.run.seed
     torch.set_num_threads(recipe.run.threads)
     stage_dir = make_run_dir(Path(run_dir) / "grpo")
-    metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "grpo")
+    metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "grpo", tensorboard=recipe.run.tensorboard)
     spec = rollout_spec(cfg)
     spec.validate()
-    policy = load_tiny(init or recipe.model.init).train()
+    policy = load_policy(init or recipe, recipe.model.options).train()
     if cfg.lora_rank:
-        add_lora(policy.net, cfg.lora_rank, cfg.lora_targets)
-        ref = policy  # reference = the same module with adapters disabled
-    else:
-        ref = copy.deepcopy(policy).eval().requires_grad_(False)
+        attach_lora(policy, cfg.lora_rank, cfg.lora_targets, seed=seed + 12)
+    ref = reference_policy(policy)  # with LoRA: the same network with adapters disabled, else a frozen copy
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     rewarder = build_composite(cfg.reward)
     scorer = make_reward_pool(rewarder, recipe.run.runtime, threads=recipe.run.threads)
-    extractor = None
-    if cfg.vipo.enabled:
-        from vidtune.rewards.scorer import LearnedScorer
-
-        extractor = LearnedScorer(model=cfg.vipo.extractor)
+    extractor = vipo_extractor(cfg.vipo.extractor) if cfg.vipo.enabled else None
     pool = prompt_pool(recipe)
     state, start = SignalState(), 0
     ckpt = stage_dir / "checkpoint" / "state.pt"
     prior = None
     if (saved := load_checkpoint(ckpt)) is not None:
-        policy.load_state_dict(saved["model"])
+        load_trainable_state(policy, saved["model"])
         opt.load_state_dict(saved["opt"])
         state, start, prior = saved["signal"], saved["iteration"], saved["prior"]
     elif cfg.bpgo.enabled and cfg.bpgo.prior == "t2v_reference":
-        with (adapters_disabled(policy) if ref is policy else torch.no_grad()), torch.no_grad():
+        with torch.no_grad():
             prior = reference_prior(ref, pool, cfg, spec, scorer, seed + 99, progress)
     b = cfg.prompts_per_iter * cfg.group_size
     print(f"grpo: {cfg.iterations} iterations × {cfg.prompts_per_iter} prompts × G={cfg.group_size} = {b} "
@@ -197,7 +215,8 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
                                         None if prior is None else prior[idx], state, cfg)
             adv, aux, logs = sig.advantages, sig.aux, dict(sig.logs)
             if extractor is not None:
-                m, vlogs = vipo_maps(extractor, videos, cfg, tuple(ro.states.shape[-3:]))
+                m, vlogs = vipo_maps(extractor, videos, cfg, tuple(ro.states.shape[-3:]),
+                                     vipo_time_layout(policy))
                 adv = dense_advantage(m, adv)
                 aux = None if aux is None else dense_advantage(m, aux)
                 logs.update(vlogs)
@@ -216,7 +235,7 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
                         time_update=t4 - t3)
             bar.update(task, info=f"reward {float(torch.nanmean(scored.scalar)):.3f}")
             if (it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iterations:
-                atomic_torch_save({"model": policy.state_dict(), "opt": opt.state_dict(), "signal": state,
+                atomic_torch_save({"model": trainable_state(policy), "opt": opt.state_dict(), "signal": state,
                                    "iteration": it + 1, "prior": prior}, ckpt)
             bar.advance(task)
     scorer.close()

@@ -48,7 +48,7 @@ def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
     cfg, world, seed = recipe.pretrain, recipe.world, recipe.run.seed
     torch.set_num_threads(recipe.run.threads)
     stage_dir = make_run_dir(Path(run_dir) / "pretrain")
-    metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "pretrain")
+    metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "pretrain", tensorboard=recipe.run.tensorboard)
 
     exs = examples(cfg.dataset_size, seed, world, split="train")
     bank = render_bank(exs, world, progress=progress)

@@ -3,8 +3,9 @@
 Data: instruction-captioned ShapeWorld clips, of which a ``sft.control_ratio`` minority comes from a curated
 control mix (two-segment motions and camera pans over-represented). Each clip's structural-instability score ψ
 (metrics/structure.py, computed once on the target with the renderer's exact flow and masks) becomes a per-sample
-weight ω (math/structure_weights.py). Full fine-tune, or LoRA through peft. Resumable from atomic checkpoints;
-exports ``<run>/sft/model`` (adapters merged), which later stages load as their reference policy.
+weight ω (math/structure_weights.py). Full fine-tune, or LoRA through peft. Resumable from atomic checkpoints
+(trainable parameters and optimiser); exports ``<run>/sft/model`` (tiny: adapters merged; Wan: LoRA files), which
+later stages load as their reference policy.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from vidtune.config import Recipe
 from vidtune.errors import VidtuneError
 from vidtune.math.structure_weights import resize_flow, score_percentiles, structure_weights
 from vidtune.metrics.structure import structural_instability
-from vidtune.models.lora import add_lora, merge_lora
-from vidtune.models.tiny import TinyVideoPolicy, load_tiny
+from vidtune.models.factory import attach_lora, load_policy, load_trainable_state, trainable_state
+from vidtune.models.lora import merge_lora
+from vidtune.models.tiny import TinyVideoPolicy
 from vidtune.progress import make_progress, track
 from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
 from vidtune.stages.fm_step import draw_batch, fm_loss
@@ -37,38 +39,43 @@ def sft_examples(recipe: Recipe) -> list[Example]:
                                                                                       "train")
 
 
-def target_signals(exs: list[Example], recipe: Recipe, grid: tuple[int, int], progress: bool):
-    """Per target clip: ψ (exact renderer flow and masks; zeros when re-weighting is off) and the ground-truth
-    flow resized to the decoder grid with vectors rescaled (ALGORITHMS.md §7.3) → ([N], [N, F−1, 2, H', W'])."""
+def target_signals(exs: list[Example], recipe: Recipe, grid: tuple[int, int] | None, progress: bool):
+    """Per target clip: ψ (exact renderer flow and masks; zeros when re-weighting is off) and, for a decoder
+    ``grid`` (physics-aware SFT), the ground-truth flow resized to it with vectors rescaled (ALGORITHMS.md §7.3)
+    → ([N], [N, F−1, 2, H', W'] or None without a grid)."""
     st, world = recipe.sft.structure, recipe.world
     psi, flows = [], []
     for e in track(exs, "targets: structure + flow", disable=not progress):
         clip = e.render(world)
         psi.append(structural_instability(clip.video, clip.masks, st.w_bg, st.w_obj, flows=clip.flow)
                    if st.enabled else 0.0)
-        flows.append(resize_flow(torch.from_numpy(clip.flow), grid, mode="area"))
-    return torch.tensor(psi, dtype=torch.float32), torch.stack(flows)
+        if grid is not None:
+            flows.append(resize_flow(torch.from_numpy(clip.flow), grid, mode="area"))
+    return torch.tensor(psi, dtype=torch.float32), None if grid is None else torch.stack(flows)
 
 
-def trainable_policy(recipe: Recipe, init: str | None = None) -> TinyVideoPolicy:
-    init = init or recipe.model.init
-    policy = load_tiny(init) if init else None
-    if policy is None:
-        from vidtune.stages.pretrain import build_model
-
-        policy = build_model(recipe)
+def trainable_policy(recipe: Recipe, init: str | None = None):
+    """The policy SFT trains: ``init`` (else the recipe's model), with the motion branch on a frozen backbone
+    (``sft.physics``, tiny model only) and LoRA adapters (``sft.lora_rank``) as the recipe asks."""
+    policy = load_policy(init or recipe, recipe.model.options)
     ph = recipe.sft.physics
     if ph.enabled:
+        if not isinstance(policy, TinyVideoPolicy):
+            raise VidtuneError("sft.physics.enabled needs the embedded model's motion branch; a Wan policy has none")
         if not policy.config.motion_branch:
             policy.attach_motion_branch(ph.decoder_blocks)
         policy.freeze_backbone()  # only decoder-level parameters (and the branch) train
     if recipe.sft.lora_rank:
-        add_lora(policy.net, recipe.sft.lora_rank, recipe.sft.lora_targets)
+        attach_lora(policy, recipe.sft.lora_rank, recipe.sft.lora_targets, seed=recipe.run.seed + 11)
     return policy.train()
 
 
-def export(policy: TinyVideoPolicy, folder: Path) -> Path:
-    """Save a plain checkpoint (LoRA adapters merged into a copy)."""
+def export(policy, folder: Path) -> Path:
+    """The stage's model folder, which the next stage loads: the tiny model as a plain checkpoint (LoRA adapters
+    merged into a copy); a Wan policy through its ``save_pretrained`` (LoRA files naming the base and the earlier
+    stages' LoRA folders they apply to, or the whole pipeline without adapters)."""
+    if not isinstance(policy, TinyVideoPolicy):
+        return policy.save_pretrained(folder)
     plain = merge_lora(copy.deepcopy(policy)) if any("lora_" in n for n, _ in policy.named_parameters()) else policy
     return plain.save_pretrained(folder)
 
@@ -77,14 +84,15 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
     cfg, seed = recipe.sft, recipe.run.seed
     torch.set_num_threads(recipe.run.threads)
     stage_dir = make_run_dir(Path(run_dir) / "sft")
-    metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "sft")
+    metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "sft", tensorboard=recipe.run.tensorboard)
 
     exs = sft_examples(recipe)
     policy = trainable_policy(recipe, init)
-    psi, flow_targets = target_signals(exs, recipe, policy.net.grid[1:], progress)
+    psi, flow_targets = target_signals(exs, recipe, policy.net.grid[1:] if cfg.physics.enabled else None, progress)
     if cfg.structure.hard_limit is not None:
         keep = ~(psi > cfg.structure.hard_limit)
-        exs, psi, flow_targets = [e for e, k in zip(exs, keep.tolist()) if k], psi[keep], flow_targets[keep]
+        exs, psi = [e for e, k in zip(exs, keep.tolist()) if k], psi[keep]
+        flow_targets = None if flow_targets is None else flow_targets[keep]
     if not exs:
         raise VidtuneError("the SFT dataset is empty (sft.dataset_size, or every clip above sft.structure.hard_limit)")
     pct = score_percentiles(psi)
@@ -96,7 +104,7 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
     start = 0
     ckpt = stage_dir / "checkpoint" / "state.pt"
     if (state := load_checkpoint(ckpt)) is not None:
-        policy.load_state_dict(state["model"])
+        load_trainable_state(policy, state["model"])
         opt.load_state_dict(state["opt"])
         start = state["step"]
     n_train = sum(p.numel() for p in params)
@@ -114,7 +122,7 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
             w = structure_weights(psi[fb.index], pct.q_low, pct.q_high, st.gamma if st.enabled else 0.0,
                                   st.omega_min, st.omega_max)
             out = fm_loss(policy, bank[fb.index].float() / 255.0, [texts[i] for i in fb.index.tolist()], fb,
-                          w.omega, flow_targets[fb.index] if cfg.physics.enabled else None,
+                          w.omega, None if flow_targets is None else flow_targets[fb.index],
                           cfg.physics.lambda_flow)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg.lr, cfg.warmup)
@@ -132,6 +140,7 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
                 bar.update(task, info=f"loss {out.loss.item():.4f}")
                 t_last = time.time()
             if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
-                atomic_torch_save({"model": policy.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
+                atomic_torch_save({"model": trainable_state(policy), "opt": opt.state_dict(), "step": step + 1},
+                                  ckpt)
             bar.advance(task)
     return export(policy, stage_dir / "model")

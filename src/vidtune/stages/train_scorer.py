@@ -217,7 +217,7 @@ def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
     cfg, world, seed = recipe.scorer, recipe.world, recipe.run.seed
     torch.set_num_threads(recipe.run.threads)
     stage_dir = make_run_dir(Path(run_dir) / "scorer")
-    metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "scorer")
+    metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "scorer", tensorboard=recipe.run.tensorboard)
 
     exs = examples(cfg.dataset_size, seed, world, split="train")
     bank = render_bank(exs, world, progress=progress)
