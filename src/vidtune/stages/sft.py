@@ -13,10 +13,12 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from vidtune.config import Recipe
+from vidtune.data.video_folder import farneback_flows, load_sft_videos
 from vidtune.errors import VidtuneError
 from vidtune.math.structure_weights import resize_flow, score_percentiles, structure_weights
 from vidtune.metrics.structure import structural_instability
@@ -54,6 +56,50 @@ def target_signals(exs: list[Example], recipe: Recipe, grid: tuple[int, int] | N
     return torch.tensor(psi, dtype=torch.float32), None if grid is None else torch.stack(flows)
 
 
+class SFTData(NamedTuple):
+    bank: torch.Tensor  # uint8 [N, F, 3, H, W] target clips
+    texts: list[str]  # their captions
+    psi: torch.Tensor  # [N] structural instability ψ (zeros when re-weighting is off)
+    flow_targets: torch.Tensor | None  # [N, F−1, 2, H', W'] decoder-grid flow (physics-aware SFT) or None
+
+
+def stable_mask(psi: torch.Tensor, hard_limit: float | None) -> torch.Tensor:
+    """Clips kept for training: ψ ≤ ``sft.structure.hard_limit`` (broken targets are left out); an empty result is
+    an error, so training never starts on an empty dataset."""
+    keep = torch.ones(len(psi), dtype=torch.bool) if hard_limit is None else ~(psi > hard_limit)
+    if not bool(keep.any()):
+        raise VidtuneError("the SFT dataset is empty (sft.dataset_size, or every clip above sft.structure.hard_limit)")
+    return keep
+
+
+def shapeworld_data(recipe: Recipe, grid: tuple[int, int] | None, progress: bool) -> SFTData:
+    """Rendered instruction clips of the SFT mix with ψ and flow targets from the renderer's exact ground truth."""
+    exs = sft_examples(recipe)
+    psi, flows = target_signals(exs, recipe, grid, progress)
+    keep = stable_mask(psi, recipe.sft.structure.hard_limit)
+    exs = [e for e, k in zip(exs, keep.tolist()) if k]
+    bank = render_bank(exs, recipe.world, progress=progress)
+    texts = captions(exs, "instruction", recipe.run.seed, 0.0)
+    return SFTData(bank, texts, psi[keep], None if flows is None else flows[keep])
+
+
+def folder_data(recipe: Recipe, clip, grid: tuple[int, int] | None, progress: bool) -> SFTData:
+    """The user's clips (``sft.data``, data/video_folder.py) at the policy's clip size ``clip`` (frames, height,
+    width); without ground truth, ψ uses estimated flow and no object masks, and physics targets are OpenCV
+    Farnebäck flow resized to the decoder grid."""
+    st = recipe.sft.structure
+    videos, texts = load_sft_videos(recipe.sft.data, clip.frames, clip.height, clip.width)  # [N, 3, F, H, W]
+    bank = videos.permute(0, 2, 1, 3, 4).contiguous()
+    psi = torch.tensor([structural_instability(v.float() / 255.0, None, st.w_bg, st.w_obj) if st.enabled else 0.0
+                        for v in track(bank, "targets: structure", disable=not progress)], dtype=torch.float32)
+    flows = None
+    if grid is not None:
+        flows = resize_flow(farneback_flows(videos).permute(0, 2, 1, 3, 4), grid, mode="area")
+    keep = stable_mask(psi, st.hard_limit)
+    return SFTData(bank[keep], [t for t, k in zip(texts, keep.tolist()) if k], psi[keep],
+                   None if flows is None else flows[keep])
+
+
 def trainable_policy(recipe: Recipe, init: str | None = None):
     """The policy SFT trains: ``init`` (else the recipe's model), with the motion branch on a frozen backbone
     (``sft.physics``, tiny model only) and LoRA adapters (``sft.lora_rank``) as the recipe asks."""
@@ -86,18 +132,12 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
     stage_dir = make_run_dir(Path(run_dir) / "sft")
     metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "sft", tensorboard=recipe.run.tensorboard)
 
-    exs = sft_examples(recipe)
     policy = trainable_policy(recipe, init)
-    psi, flow_targets = target_signals(exs, recipe, policy.net.grid[1:] if cfg.physics.enabled else None, progress)
-    if cfg.structure.hard_limit is not None:
-        keep = ~(psi > cfg.structure.hard_limit)
-        exs, psi = [e for e, k in zip(exs, keep.tolist()) if k], psi[keep]
-        flow_targets = None if flow_targets is None else flow_targets[keep]
-    if not exs:
-        raise VidtuneError("the SFT dataset is empty (sft.dataset_size, or every clip above sft.structure.hard_limit)")
+    grid = policy.net.grid[1:] if cfg.physics.enabled else None
+    data = (shapeworld_data(recipe, grid, progress) if cfg.data.source == "shapeworld"
+            else folder_data(recipe, policy.config, grid, progress))
+    bank, texts, psi, flow_targets = data
     pct = score_percentiles(psi)
-    bank = render_bank(exs, recipe.world, progress=progress)
-    texts = captions(exs, "instruction", seed, 0.0)
 
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -108,7 +148,8 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
         opt.load_state_dict(state["opt"])
         start = state["step"]
     n_train = sum(p.numel() for p in params)
-    print(f"sft: {len(exs)} clips ({cfg.control_ratio:.0%} control mix), batch {cfg.batch_size}, steps "
+    mix = f"{cfg.control_ratio:.0%} control mix" if cfg.data.source == "shapeworld" else cfg.data.path
+    print(f"sft: {len(bank)} clips ({mix}), batch {cfg.batch_size}, steps "
           f"{start}→{cfg.steps}, trainable {n_train / 1e6:.3f} M ({'LoRA r=' + str(cfg.lora_rank) if cfg.lora_rank else 'decoder + motion branch' if cfg.physics.enabled else 'full'}), "
           f"ψ percentiles [{pct.q_low:.3f}, {pct.q_high:.3f}]")
 
@@ -117,7 +158,7 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
     with make_progress() as bar:
         task = bar.add_task("sft", total=cfg.steps, completed=start, info="", visible=progress)
         for step in range(start, cfg.steps):
-            fb = draw_batch(step, seed + 7, len(exs), cfg.batch_size, cfg.cond_dropout, cfg.p_i2v, cfg.t_sampler)
+            fb = draw_batch(step, seed + 7, len(bank), cfg.batch_size, cfg.cond_dropout, cfg.p_i2v, cfg.t_sampler)
             st = cfg.structure
             w = structure_weights(psi[fb.index], pct.q_low, pct.q_high, st.gamma if st.enabled else 0.0,
                                   st.omega_min, st.omega_max)
