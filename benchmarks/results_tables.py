@@ -1,14 +1,21 @@
-"""Build docs/results.md tables from the pipeline run's evals and benchmarks/results/ablations.jsonl."""
+"""Build docs/results.md tables from the pipeline run's evals and benchmarks/results/ablations.jsonl.
+
+    .venv/bin/python benchmarks/results_tables.py [--run runs/shapeworld]
+
+Ablation rows are grouped by variant; each cell is the mean over seeds with a 95 % Student-t interval over the
+per-seed means (so the interval is seed-to-seed spread, the honest unit for "does this refinement help").
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
-import math
 import statistics
 from pathlib import Path
 
 ATOMS = ["verifier", "atom/motion", "atom/camera", "atom/order", "atom/colour", "atom/shape", "atom/count",
          "clean", "structure_psi"]
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447}
 
 
 def fmt(row: dict, key: str, slice_: str = "heldout") -> str:
@@ -16,10 +23,11 @@ def fmt(row: dict, key: str, slice_: str = "heldout") -> str:
     return "–" if not r or not r["n"] else f"{r['mean']:.3f}"
 
 
-def load(run: str = "runs/shapeworld"):
+def load(run: str):
     evals = {s: json.loads((Path(run) / "evals" / f"{s}.json").read_text())
              for s in ("base", "sft", "grpo", "dpo") if (Path(run) / "evals" / f"{s}.json").exists()}
-    abl = [json.loads(line) for line in Path("benchmarks/results/ablations.jsonl").read_text().splitlines()]
+    path = Path("benchmarks/results/ablations.jsonl")
+    abl = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     return evals, abl
 
 
@@ -29,27 +37,56 @@ def table(rows: list[tuple[str, dict]], keys: list[str], slice_: str) -> str:
     return head + "".join(f"| {name} | " + " | ".join(fmt(r, k, slice_) for k in keys) + " |\n" for name, r in rows)
 
 
-def seeds_summary(rows: list[dict], keys: list[str], slice_: str) -> str:
-    out = "| metric | mean over seeds | min | max |\n|---|---|---|---|\n"
-    for k in keys:
-        vals = [r["slices"][slice_][k]["mean"] for r in rows if r["slices"][slice_].get(k, {}).get("n")]
-        if vals:
-            out += f"| {k.replace('atom/', '')} | {statistics.mean(vals):.3f} | {min(vals):.3f} | {max(vals):.3f} |\n"
+def seed_cell(values: list[float]) -> str:
+    """mean ± t·s/√n over seeds ("mean" alone for one seed)."""
+    if not values:
+        return "–"
+    m = statistics.mean(values)
+    if len(values) < 2:
+        return f"{m:.3f}"
+    half = T975[len(values) - 1] * statistics.stdev(values) / len(values) ** 0.5
+    return f"{m:.3f} ± {half:.3f}"
+
+
+def metric(row: dict, key: str, slice_: str) -> float | None:
+    if key == "vbench_total":
+        return row.get("vbench_total")
+    r = row["slices"].get(slice_, {}).get(key)
+    return r["mean"] if r and r["n"] else None
+
+
+def grouped(abl: list[dict], stage: str, keys: list[str], slice_: str) -> str:
+    """One row per variant group: per-key mean ± interval over seeds."""
+    groups: dict[str, list[dict]] = {}
+    for row in abl:
+        if row["stage"] == stage and "group" in row:
+            groups.setdefault(row["group"], []).append(row)
+    out = "| variant | seeds | " + " | ".join(k.replace("atom/", "") for k in keys) + " |\n"
+    out += "|---|---|" + "---|" * len(keys) + "\n"
+    for name, rows in groups.items():
+        cells = [seed_cell([v for r in rows if (v := metric(r, k, slice_)) is not None]) for k in keys]
+        out += f"| {name} | {len(rows)} | " + " | ".join(cells) + " |\n"
     return out
 
 
 if __name__ == "__main__":
-    evals, abl = load()
-    by = {a["variant"]: a for a in abl}
-    print(table([(s, e) for s, e in evals.items()], ATOMS, "heldout"))
-    print(table([(s, e) for s, e in evals.items()], ATOMS, "all"))
-    sft = [evals["sft"]] + [by[v] for v in ("sft_seed1", "sft_seed2") if v in by]
-    print(seeds_summary(sft, ATOMS, "heldout"))
-    print(table([("sft (ψ weights)", evals["sft"])] + [(v, by[v]) for v in ("sft_plain_seed0", "sft_physics_seed0")
-                                                        if v in by], ATOMS, "camera"))
-    g = [("grpo_seed0 (pipeline)", evals["grpo"])] + [(v, by[v]) for v in by if v.startswith("grpo_")]
-    print(table([("sft start", evals["sft"])] + g, ATOMS, "heldout"))
-    print("| variant | VBench Total |\n|---|---|")
-    for v, r in g:
-        tot = r.get("vbench_total", r.get("vbench", {}).get("total"))
-        print(f"| {v} | {tot:.3f} |")
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", default="runs/shapeworld")
+    args = ap.parse_args()
+    evals, abl = load(args.run)
+    if "sft" in evals:  # the pipeline's SFT is seed 0 of the "sft" group (same recipe, same eval set)
+        abl.insert(0, {"stage": "sft", "group": "sft", "seed": 0, "slices": evals["sft"]["slices"],
+                       "vbench_total": evals["sft"]["vbench"]["total"]})
+    print("## pipeline, held-out\n" + table(list(evals.items()), ATOMS, "heldout"))
+    print("## pipeline, all\n" + table(list(evals.items()), ATOMS, "all"))
+    if "base" in evals:
+        abl.insert(0, {"stage": "sft", "group": "base (no SFT)", "seed": 0, "slices": evals["base"]["slices"],
+                       "vbench_total": evals["base"]["vbench"]["total"]})
+    print("## SFT variants, held-out\n" + grouped(abl, "sft", ATOMS, "heldout"))
+    print("## SFT variants, camera slice\n" + grouped(abl, "sft", ["structure_psi", "atom/camera", "verifier"],
+                                                      "camera"))
+    if "sft" in evals:
+        abl.insert(0, {"stage": "grpo", "group": "start: SFT (no GRPO)", "seed": 0, "slices": evals["sft"]["slices"],
+                       "vbench_total": evals["sft"]["vbench"]["total"]})
+    print("## GRPO variants, held-out\n" + grouped(abl, "grpo", ["verifier", "scorer", "vbench_total", "atom/motion",
+                                                                  "atom/colour", "clean"], "heldout"))
