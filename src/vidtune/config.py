@@ -431,6 +431,10 @@ class DPOConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0)
     ckpt_every: int = Field(25, ge=1)
     log_every: int = Field(5, ge=1)
+    min_pairs: int = Field(4, ge=1, description="Fewest usable pairs to train on (after drop_q).")
+    on_too_few: Literal["skip", "error"] = Field(
+        "skip", description="Fewer than min_pairs: skip the stage (its model = the Stage II model, logged and "
+        "recorded in dpo/SKIPPED) or fail.")
     pairs: PairsConfig = PairsConfig()
 
 

@@ -21,7 +21,7 @@ def tiny_overrides(model_dir: Path, out_dir: Path, name: str) -> list[str]:
         "grpo.prompt_pool=4", "grpo.ckpt_every=1",
         "dpo.steps=3", "dpo.batch_size=2", "dpo.pairs.n_prompts=2", "dpo.pairs.n_candidates=3",
         "dpo.pairs.n_synthetic_clips=2", "dpo.pairs.good_min=0.0", "dpo.pairs.synthetic=[reverse,shuffle]",
-        "dpo.ckpt_every=1", "dpo.log_every=1",
+        "dpo.ckpt_every=1", "dpo.log_every=1", "dpo.min_pairs=1",
         "eval.n_seen=3", "eval.n_heldout=2", "eval.grid_prompts=2", "sampling.steps=3", "sampling.batch_size=8",
     ]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vidtune.errors import VidtuneError
 from vidtune.preference.pairs import PreferencePair
 from vidtune.preference.synthetic import RejectedNegative, temporal_negative
 
@@ -58,9 +57,3 @@ def synthetic_pairs(prompts: list[str], videos: torch.Tensor, kinds: tuple[str, 
                 continue
             pairs.append(PreferencePair(prompt, video, neg.video, 1.0, f"synthetic/{kind}"))
     return pairs, rejected
-
-
-def check_pairs(pairs: list[PreferencePair]) -> None:
-    if not pairs:
-        raise VidtuneError("no preference pairs were built: loosen dpo.pairs thresholds or add sources")
-

@@ -21,7 +21,7 @@ from vidtune.math.dpo import dynamic_beta, pair_weights
 from vidtune.math.flow_matching import sample_t
 from vidtune.models.factory import (attach_lora, load_policy, load_trainable_state, reference_policy,
                                     trainable_state)
-from vidtune.preference.build import check_pairs, hard_negative_pairs, synthetic_pairs
+from vidtune.preference.build import hard_negative_pairs, synthetic_pairs
 from vidtune.preference.pairs import PreferencePair, read_pairs, write_pairs
 from vidtune.progress import make_progress, track
 from vidtune.errors import VidtuneError
@@ -97,7 +97,6 @@ def build_pairs(policy, recipe: Recipe, progress: bool) -> tuple[list[Preference
         human, hc = read_pairs(cfg.human, expect_shape=(c.frames, 3, c.height, c.width))
         pairs += human
         counts.update({"human": len(human), **{f"human/{k}": v for k, v in hc.items()}})
-    check_pairs(pairs)
     return pairs, counts
 
 
@@ -116,6 +115,19 @@ def pair_weight_vector(pairs: list[PreferencePair], drop_q: float) -> tuple[list
     return keep, torch.tensor([w[i] for i in keep], dtype=torch.float32)
 
 
+def too_few_pairs(policy, n: int, counts: dict, recipe: Recipe, stage_dir: Path, metrics: MetricsWriter) -> Path:
+    """``dpo.on_too_few``: fail naming the counts, or skip the stage — the Stage II model is exported unchanged as
+    the stage's model, ``dpo/SKIPPED`` says why and metrics.jsonl gets one ``skipped`` row."""
+    msg = (f"only {n} usable preference pairs (dpo.min_pairs = {recipe.dpo.min_pairs}; built: {counts}); loosen "
+           "dpo.pairs thresholds (good_min, q_gap, sem_tol) or add sources (dpo.pairs.human)")
+    if recipe.dpo.on_too_few == "error":
+        raise VidtuneError(msg)
+    print(f"[warning] dpo skipped: {msg}")
+    (stage_dir / "SKIPPED").write_text(msg + "\n")
+    metrics.log(0, skipped=1, pairs=n)
+    return export(policy, stage_dir / "model")
+
+
 def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: bool = True) -> Path:
     cfg, seed = recipe.dpo, recipe.run.seed
     torch.set_num_threads(recipe.run.threads)
@@ -131,10 +143,14 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
         counts = {}
     else:
         pairs, counts = build_pairs(policy.eval(), recipe, progress)
+        if len(pairs) < cfg.min_pairs:
+            return too_few_pairs(policy, len(pairs), counts, recipe, stage_dir, metrics)
         write_pairs(pairs, pair_file)
         pairs, _ = read_pairs(pair_file)  # train on exactly what the file holds
     keep, omega = pair_weight_vector(pairs, cfg.drop_q)
     pairs = [pairs[i] for i in keep]
+    if len(pairs) < cfg.min_pairs:
+        return too_few_pairs(policy, len(pairs), counts, recipe, stage_dir, metrics)
     x0_w = policy.encode_video(torch.stack([p.chosen for p in pairs]))
     x0_l = policy.encode_video(torch.stack([p.rejected for p in pairs]))
     prompts = [p.prompt for p in pairs]
