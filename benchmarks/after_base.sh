@@ -8,10 +8,10 @@ INIT=runs/shapeworld/sft/model
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 log pipeline;   [ -f runs/shapeworld/report.html ] || .venv/bin/vidtune run
 log sft_seeds;  $PY benchmarks/ablations.py sft --only sft --seeds 1 2
+log pipe_seeds; $PY benchmarks/pipeline_time.py --runs runs/shapeworld runs/shapeworld_seed1 runs/shapeworld_seed2
 log makespan;   $PY benchmarks/reward_makespan.py
 log dpo_memory; $PY benchmarks/dpo_memory.py --pairs 32 --repeats 2
 log foundation; $PY benchmarks/foundation.py
-log pipe_seeds; $PY benchmarks/pipeline_time.py --runs runs/shapeworld runs/shapeworld_seed1 runs/shapeworld_seed2
 log grpo_core;  $PY benchmarks/ablations.py grpo --init $INIT --seeds 0 1 2 \
                     --only grpo grpo_vipo grpo_bpgo grpo_noisy grpo_noisy_bpgo
 log sft_plain;  $PY benchmarks/ablations.py sft --only sft_plain --seeds 0

@@ -126,18 +126,21 @@ def dpo(recipe: RecipeArg = None, overrides: Overrides = None):
 
 @app.command("run")
 def run_cmd(recipe: RecipeArg = None, overrides: Overrides = None,
-            resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory.")] = None):
+            resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory.")] = None,
+            overwrite: Annotated[bool, typer.Option(help="Delete an existing run directory of the same name and "
+                                                         "start again.")] = False):
     """The main job: base → SFT → GRPO → DPO with evaluation between stages and report.html."""
     from vidtune.pipeline import resume_recipe, run_pipeline
 
     if resume is not None:
-        if recipe is not None or overrides:
-            raise VidtuneError("--resume takes the run's own config.yaml; do not pass a recipe or overrides")
+        if recipe is not None or overrides or overwrite:
+            raise VidtuneError("--resume takes the run's own config.yaml; do not pass a recipe, overrides or "
+                               "--overwrite")
         r = resume_recipe(resume)
         path = run_pipeline(r, resume, resume=True)
     else:
         r = _recipe(recipe, overrides)  # no recipe: the embedded ShapeWorld defaults (= recipes/shapeworld.yaml)
-        path = run_pipeline(r, _run_dir(r))
+        path = run_pipeline(r, _run_dir(r), overwrite=overwrite)
     out.print(f"[green]done[/green] {path}")
 
 

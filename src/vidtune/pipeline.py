@@ -17,6 +17,7 @@ the last finished stage and the last checkpoint inside the running one, and ends
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from vidtune.config import Recipe, load_recipe, recipe_to_yaml
@@ -39,13 +40,17 @@ def _stage_runner(name: str):
     return run
 
 
-def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool) -> None:
+def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool = False) -> None:
+    """Create the run directory with its resolved config.yaml; an existing run is refused unless it is resumed
+    (with the same recipe values) or ``overwrite`` deletes it first."""
     cfg_file = run_dir / "config.yaml"
     text = recipe_to_yaml(recipe)
+    if cfg_file.exists() and overwrite:
+        shutil.rmtree(run_dir)
     if cfg_file.exists():
         if not resume:
-            raise VidtuneError(f"run directory {run_dir} already exists; use `vidtune run --resume {run_dir}` or "
-                               "choose another run.name")
+            raise VidtuneError(f"run directory {run_dir} already exists; use `vidtune run --resume {run_dir}`, "
+                               "`--overwrite`, or choose another run.name")
         if load_recipe(cfg_file) != recipe:  # compare values: keys added by a newer vidtune take their defaults
             raise VidtuneError(f"{cfg_file} differs from the recipe given; resume with the run's own config "
                                f"(`vidtune run --resume {run_dir}` without a recipe)")
@@ -106,9 +111,10 @@ def stage_diagnostics(name: str, prev_model: str, model: str, prev_eval: dict, t
     return out
 
 
-def run_pipeline(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
+def run_pipeline(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: bool = True,
+                 overwrite: bool = False) -> Path:
     run_dir = Path(run_dir)
-    prepare_run_dir(recipe, run_dir, resume)
+    prepare_run_dir(recipe, run_dir, resume, overwrite)
     base = str(resolve_model_path(recipe.model.init or "builtin:base"))
     prev, prev_eval = base, evaluate_stage("base", base, recipe, run_dir, progress)
     diag_file = run_dir / "evals" / "diagnostics.json"

@@ -70,3 +70,13 @@ def test_sample_writes_a_readable_video(tmp_path, tiny_model_dir):
 @pytest.fixture
 def tiny_model_dir(tmp_path, tiny_policy) -> Path:
     return tiny_policy.save_pretrained(tmp_path / "model")
+
+
+def test_run_into_an_existing_run_directory_refuses(tmp_path):
+    from vidtune.config import load_recipe
+    from vidtune.pipeline import prepare_run_dir
+
+    prepare_run_dir(load_recipe(None, [f"run.out_dir={tmp_path}", "run.name=x"]), tmp_path / "x", resume=False)
+    res = run("run", f"run.out_dir={tmp_path}", "run.name=x")
+    _assert_clean_error(res, "already exists", "--resume", "--overwrite")
+    _assert_clean_error(run("run", "--resume", str(tmp_path / "x"), "--overwrite"), "do not pass")

@@ -20,3 +20,11 @@ def test_resume_accepts_an_older_layout_and_rejects_a_changed_value(tmp_path):
         prepare_run_dir(load_recipe(None, ["run.name=r", "sft.lr=0.5"]), tmp_path, resume=True)
     with pytest.raises(VidtuneError, match="already exists"):
         prepare_run_dir(recipe, tmp_path, resume=False)
+
+
+def test_overwrite_starts_again(tmp_path):
+    recipe = load_recipe(None, ["run.name=r"])
+    prepare_run_dir(recipe, tmp_path / "r", resume=False)
+    (tmp_path / "r" / "stale.txt").write_text("old")
+    prepare_run_dir(recipe, tmp_path / "r", resume=False, overwrite=True)
+    assert not (tmp_path / "r" / "stale.txt").exists() and (tmp_path / "r" / "config.yaml").exists()
