@@ -146,38 +146,43 @@ def run_cmd(recipe: RecipeArg = None, overrides: Overrides = None,
 
 @app.command()
 def sample(
-    prompt: Annotated[str, typer.Argument(help="A ShapeWorld prompt, e.g. 'a red circle falls'.")],
+    prompt: Annotated[str, typer.Argument(help="A prompt (tiny model: ShapeWorld words, e.g. 'a red circle falls').")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Output .mp4 or .gif.")] = Path("sample.mp4"),
-    model: Annotated[str, typer.Option(help="Model folder or builtin:base.")] = "builtin:base",
+    model: Annotated[str, typer.Option(help="Model folder (tiny, Wan, or a stage's Wan LoRA output), Wan hub id, "
+                                            "or builtin:base.")] = "builtin:base",
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     n: Annotated[int, typer.Option("--num", "-n", help="Number of videos (tiled side by side).")] = 1,
     steps: Annotated[int, typer.Option(help="Euler steps.")] = 20,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 3.0,
     best_of: Annotated[int, typer.Option("--best-of", help="Candidates per video; keep the best by --reward.")] = 1,
     reward: Annotated[str, typer.Option(help="Registered reward ranking best-of-N candidates.")] = "verifier",
+    recipe: Annotated[Optional[Path], typer.Option(help="Recipe for model.options (Wan clip size, dtype…), "
+                                                        "run.device and sampling.shift.")] = None,
+    overrides: Overrides = None,
 ):
     """Generate a video for a prompt with a trained model (optionally best-of-N by a reward)."""
     import numpy as np
 
-    from vidtune.models.tiny import load_tiny
+    from vidtune.models.factory import inference_policy, prompt_checker
     from vidtune.sampling.ode import generate
     from vidtune.video.io import save_video, video_grid
-    from vidtune.world.grammar import check_words
 
-    check_words(prompt)
     if out_path.suffix.lower() not in (".mp4", ".gif"):
         raise VidtuneError(f"--out must end in .mp4 or .gif, got {out_path}")
-    policy = load_tiny(model)
+    r = _recipe(recipe, overrides)
+    policy = inference_policy(model, r)
+    prompt_checker(policy)(prompt)
+    shift = r.sampling.shift
     if best_of > 1:
         from vidtune.rewards.base import build_reward
         from vidtune.sampling.best_of_n import best_of_n
 
         res = best_of_n(policy, [prompt] * n, [seed + i for i in range(n)], best_of, build_reward(reward),
-                        steps=steps, shift=1.0, guidance=guidance)
+                        steps=steps, shift=shift, guidance=guidance)
         videos = res.videos
         out.print(f"best-of-{best_of} by {reward}: chosen scores {[round(float(x), 3) for x in res.scores]}")
     else:
-        videos = generate(policy, [prompt] * n, [seed + i for i in range(n)], steps=steps, shift=1.0,
+        videos = generate(policy, [prompt] * n, [seed + i for i in range(n)], steps=steps, shift=shift,
                           guidance=guidance)
     if n == 1:
         save_video(videos[0], out_path)
@@ -216,22 +221,24 @@ def _print_summary(title: str, result: dict, against: dict | None = None) -> Non
 
 @app.command("eval")
 def eval_cmd(
-    checkpoint: Annotated[str, typer.Argument(help="Model folder or builtin:base.")],
+    checkpoint: Annotated[str, typer.Argument(help="Model folder (tiny, Wan, or a stage's Wan LoRA output), Wan hub "
+                                                   "id, or builtin:base.")],
     against: Annotated[Optional[str], typer.Option(help="A second checkpoint to compare with.")] = None,
-    recipe: Annotated[Optional[Path], typer.Option(help="Recipe for eval/sampling settings.")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(help="Recipe for eval/sampling settings, model.options and "
+                                                        "run.device.")] = None,
     out_path: Annotated[Path, typer.Option("--out", "-o", help="JSON output.")] = Path("eval.json"),
     overrides: Overrides = None,
 ):
     """Evaluate a checkpoint on fixed seen + held-out prompts (deterministic for a fixed eval.seed)."""
-    from vidtune.models.tiny import load_tiny
+    from vidtune.models.factory import inference_policy
     from vidtune.stages.evaluate import evaluate_policy, write_eval
 
     r = _recipe(recipe, overrides)
-    res = evaluate_policy(load_tiny(checkpoint), r)
+    res = evaluate_policy(inference_policy(checkpoint, r), r)
     write_eval(res, out_path)
     other = None
     if against:
-        other = evaluate_policy(load_tiny(against), r)
+        other = evaluate_policy(inference_policy(against, r), r)
         write_eval(other, out_path.with_name(out_path.stem + ".against.json"))
     _print_summary(f"eval {checkpoint}", res, other)
     out.print(f"[green]wrote[/green] {out_path}")

@@ -29,6 +29,10 @@ class RunConfig(Section):
     seed: int = Field(0, description="Master seed; every random stream is derived from it.")
     threads: int = Field(2, ge=1, description="torch intra-op threads.")
     runtime: Literal["local", "ray"] = Field("local", description="Execution backend.")
+    device: str = Field(
+        "cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$",
+        description="torch device of the policy, its reference, the ViPO extractor and the stages' noise and latents "
+        "(cpu, cuda, cuda:1 …); CUDA this machine lacks is an error when a command starts.")
     tensorboard: bool = Field(
         True, description="Also write every training scalar to TensorBoard event files `<run>/tensorboard/<stage>/`.")
 
@@ -277,7 +281,14 @@ class GRPOConfig(Section):
     iterations: int = Field(30, ge=1, description="Rollout batches (one optimiser step each by default).")
     prompts_per_iter: int = Field(4, ge=1, description="P prompts per rollout batch.")
     group_size: int = Field(8, ge=2, description="G rollouts per prompt.")
-    prompt_pool: int = Field(64, ge=1, description="Training prompts (seen compositions) drawn from.")
+    prompt_pool: int = Field(64, ge=1, description="ShapeWorld training prompts (seen compositions) drawn from; "
+                             "unused with prompts_file.")
+    prompts_file: str | None = Field(
+        None, description="Text file of training prompts, one a line (blank lines and lines starting with # are "
+        "skipped), used instead of the ShapeWorld prompt pool.")
+    images_dir: str | None = Field(
+        None, description="I2V: folder of first frames <k>.png for the k-th prompt of prompts_file (k from 0, "
+        "skipped lines not counted), resized to the policy's clip size.")
     lr: float = Field(2e-5, gt=0)
     clip_range: float = Field(1e-4, gt=0)
     beta_kl: float = Field(0.0, ge=0, description="β_KL of the KL to the reference (0 = off).")
@@ -321,6 +332,8 @@ class GRPOConfig(Section):
                              "grpo.joint.enabled use grpo.joint.combine=advantage")
         if self.joint.enabled and len(self.reward.heads) < 2:
             raise ValueError("grpo.joint.enabled needs at least two reward heads (grpo.reward.heads)")
+        if self.images_dir is not None and self.prompts_file is None:
+            raise ValueError("grpo.images_dir needs grpo.prompts_file (first frames are matched to its prompts)")
         level = self.rollout.eta if self.rollout.schedule == "dance" else self.rollout.a
         if level == 0:
             raise ValueError(f"grpo.rollout noise level is 0 for schedule '{self.rollout.schedule}': no transition "
@@ -396,6 +409,10 @@ class PairsConfig(Section):
 
     on_policy: bool = Field(True, description="Hard negatives ranked from the current policy's samples.")
     n_prompts: int = Field(32, ge=1, description="Prompts sampled for on-policy candidates.")
+    prompts_file: str | None = Field(
+        None, description="Text file of candidate prompts, one a line (blank and # lines skipped), of which n_prompts "
+        "are drawn instead of ShapeWorld captions; the ShapeWorld judges rank the pairs, so each must parse as a "
+        "ShapeWorld prompt.")
     n_candidates: int = Field(8, ge=2, description="Samples per prompt (distinct seeds).")
     sem_tol: float = Field(0.05, ge=0, description="|Sem_a − Sem_b| bound (semantic agreement).")
     cos_min: float = Field(0.9, ge=-1, le=1, description="Embedding cosine lower bound.")

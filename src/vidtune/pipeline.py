@@ -22,7 +22,8 @@ from pathlib import Path
 
 from vidtune.config import Recipe, load_recipe, recipe_to_yaml
 from vidtune.errors import VidtuneError
-from vidtune.models.tiny import load_tiny, resolve_model_path
+from vidtune.models.factory import inference_policy, resolve_device
+from vidtune.models.tiny import resolve_model_path
 from vidtune.runlog import make_run_dir
 from vidtune.stages import evaluate
 
@@ -65,11 +66,19 @@ def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool
     tmp.replace(cfg_file)
 
 
+def base_model(recipe: Recipe) -> str:
+    """The checkpoint the first stage starts from: the tiny ``model.init`` folder (``builtin:base`` when null), or
+    the Wan ``model.path`` / ``model.hub_id``."""
+    if recipe.model.type == "wan":
+        return recipe.model.path or recipe.model.hub_id
+    return str(resolve_model_path(recipe.model.init or "builtin:base"))
+
+
 def evaluate_stage(name: str, model_path: str, recipe: Recipe, run_dir: Path, progress: bool) -> dict:
     out = run_dir / "evals" / f"{name}.json"
     if out.exists():
         return json.loads(out.read_text())
-    res = evaluate.evaluate_policy(load_tiny(model_path), recipe, progress=progress)
+    res = evaluate.evaluate_policy(inference_policy(model_path, recipe), recipe, progress=progress)
     evaluate.write_eval(res, out)
     from vidtune.video.io import save_video, video_grid
     import numpy as np
@@ -89,13 +98,14 @@ def stage_diagnostics(name: str, prev_model: str, model: str, prev_eval: dict, t
     from vidtune.metrics.diagnostics import divergence_alarm, saturation_alarm, velocity_drift
     from vidtune.runlog import read_metrics
 
-    new, old = load_tiny(model), load_tiny(prev_model)
+    new, old = inference_policy(model, recipe), inference_policy(prev_model, recipe)
     c = new.config
     g = torch.Generator().manual_seed(recipe.eval.seed)
-    x = torch.randn(8, 3, c.frames, c.size, c.size, generator=g)
-    t = torch.rand(8, generator=g)
+    x = torch.randn(8, *new.latent_shape(c.frames, c.height, c.width), generator=g).to(new.device)
+    t = torch.rand(8, generator=g).to(new.device)
     cond = new.encode_prompts(this_eval["prompts"][:8] + [""] * max(0, 8 - len(this_eval["prompts"])))
-    out = {"drift_from_start": velocity_drift(new, old, x, t, cond)}
+    with torch.no_grad():
+        out = {"drift_from_start": velocity_drift(new, old, x, t, cond)}
 
     def heldout(ev):
         return ev["slices"].get("heldout", {}).get("verifier", {}).get("mean", float("nan"))
@@ -114,8 +124,9 @@ def stage_diagnostics(name: str, prev_model: str, model: str, prev_eval: dict, t
 def run_pipeline(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: bool = True,
                  overwrite: bool = False) -> Path:
     run_dir = Path(run_dir)
+    resolve_device(recipe.run.device)  # a missing GPU fails before the run directory is created
     prepare_run_dir(recipe, run_dir, resume, overwrite)
-    base = str(resolve_model_path(recipe.model.init or "builtin:base"))
+    base = base_model(recipe)
     prev, prev_eval = base, evaluate_stage("base", base, recipe, run_dir, progress)
     diag_file = run_dir / "evals" / "diagnostics.json"
     diagnostics = json.loads(diag_file.read_text()) if diag_file.exists() else {}

@@ -80,3 +80,15 @@ def test_run_into_an_existing_run_directory_refuses(tmp_path):
     res = run("run", f"run.out_dir={tmp_path}", "run.name=x")
     _assert_clean_error(res, "already exists", "--resume", "--overwrite")
     _assert_clean_error(run("run", "--resume", str(tmp_path / "x"), "--overwrite"), "do not pass")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_machine_without_it_fails_before_the_run_directory_exists(tmp_path):
+    _assert_clean_error(run("run", f"run.out_dir={tmp_path}", "run.name=x", "run.device=cuda"),
+                        "run.device=cuda: CUDA is not available")
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_missing_prompts_file_is_one_clear_error(tmp_path):
+    _assert_clean_error(run("grpo", f"run.out_dir={tmp_path}", f"grpo.prompts_file={tmp_path / 'p.txt'}"),
+                        "grpo.prompts_file: prompts file", "not found")

@@ -114,7 +114,8 @@ def grpo_run(base, dino, sft_run, tmp_path_factory):
 def dpo_run(base, grpo_run, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "dpo"
     recipe = wan_recipe(base, "sampling.steps=2", "dpo.steps=2", "dpo.batch_size=2", "dpo.lr=1e-2",
-                        "dpo.log_every=1", "dpo.ckpt_every=1", "dpo.pairs.n_prompts=1", "dpo.pairs.n_candidates=2",
+                        "dpo.log_every=1", "dpo.ckpt_every=1", "dpo.min_pairs=1", "dpo.pairs.n_prompts=1",
+                        "dpo.pairs.n_candidates=2",
                         "dpo.pairs.n_synthetic_clips=1", "dpo.pairs.good_min=0.0",
                         "dpo.pairs.synthetic=[reverse,shuffle]")
     return (run_dir, *run_stage(dpo, recipe, run_dir, init=grpo_run[1]))
@@ -196,3 +197,111 @@ def test_grpo_micro_batches_give_the_same_rollout_and_update(base):
         steps.append(torch.cat([(q.detach() - b).flatten() for q, b in zip(params, before)]))
     assert torch.allclose(finals[0], finals[1], atol=1e-5)
     assert float(steps[0].abs().max()) > 0 and torch.allclose(steps[0], steps[1], atol=1e-6)
+
+
+FILE_PROMPTS = ["a dragon circles a lighthouse at dusk", "waves crash on black rocks", "a paper boat in the rain"]
+GRPO_ONE = ["grpo.iterations=1", "grpo.prompts_per_iter=2", "grpo.group_size=2", "grpo.rollout.steps=3",
+            "grpo.reward.heads=[{reward: sharpness}]"]
+
+
+def prompts_file(folder: Path) -> Path:
+    """FILE_PROMPTS (free-form: Wan's UMT5 takes any text) between a comment and blank lines."""
+    f = folder / "prompts.txt"
+    f.write_text("# GRPO prompts, one a line\n\n" + "\n  \n".join(FILE_PROMPTS) + "\n# end\n")
+    return f
+
+
+def run_grpo_spying(recipe, run_dir: Path) -> list[tuple[list[str], torch.Tensor | None]]:
+    """Run GRPO and return (prompts, first frames) of every rollout batch it drew."""
+    seen = []
+    real = grpo.do_rollout
+
+    def spy(policy, prompts, *rest):
+        seen.append((list(prompts), rest[-1]))
+        return real(policy, prompts, *rest)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(grpo, "do_rollout", spy)
+        grpo.run(recipe, run_dir, progress=False)
+    return seen
+
+
+def test_grpo_iteration_draws_its_prompts_from_a_prompts_file(base, tmp_path):
+    recipe = wan_recipe(base, f"grpo.prompts_file={prompts_file(tmp_path)}", *GRPO_ONE)
+    seen = run_grpo_spying(recipe, tmp_path / "run")
+    assert len(seen) == 1
+    prompts, images = seen[0]
+    assert len(prompts) == 2 and set(prompts) <= set(FILE_PROMPTS) and images is None
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl", "grpo")
+    assert [r["step"] for r in rows] == [1] and rows[0]["reward"] == rows[0]["reward"]  # finite, not NaN
+
+
+@pytest.fixture(scope="module")
+def i2v_base(tmp_path_factory) -> Path:
+    """A tiny random Wan2.1-I2V folder (36 input channels, CLIP image encoder), 9 frames at 16 px."""
+    folder = tmp_path_factory.mktemp("wan") / "i2v"
+    policy = WanVideoPolicy.from_components(WanConfig(**OPTIONS), **tiny_wan_components(0, i2v=True))
+    policy.pipe.save_pretrained(str(folder))
+    return folder
+
+
+def test_i2v_grpo_conditions_each_prompt_on_its_first_frame(i2v_base, tmp_path):
+    """grpo.images_dir: <k>.png is the first frame of the k-th prompt, resized to the clip size (24×20 → 16×16)."""
+    import cv2
+    import numpy as np
+
+    from vidtune.data.prompts import load_first_frames
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(len(FILE_PROMPTS)):
+        cv2.imwrite(str(frames / f"{k}.png"), rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    recipe = wan_recipe(i2v_base, f"grpo.prompts_file={prompts_file(tmp_path)}", f"grpo.images_dir={frames}",
+                        *GRPO_ONE)
+    prompts, images = run_grpo_spying(recipe, tmp_path / "run")[0]
+    expected = load_first_frames([frames / f"{FILE_PROMPTS.index(p)}.png" for p in prompts], 16, 16)
+    assert images.shape == (2, 3, 16, 16) and torch.equal(images, expected)
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl", "grpo")] == [1]
+
+
+def test_eval_and_sample_load_a_wan_stage_output(base, sft_run, tmp_path):
+    """`vidtune eval` and `vidtune sample` on a stage's Wan LoRA folder, with the recipe's model.options."""
+    from typer.testing import CliRunner
+
+    from vidtune.cli import app
+    from vidtune.config import recipe_to_yaml
+    from vidtune.video.io import read_video
+
+    recipe = tmp_path / "wan.yaml"
+    recipe.write_text(recipe_to_yaml(wan_recipe(base, "eval.n_seen=1", "eval.n_heldout=1", "sampling.steps=2")))
+    res = CliRunner().invoke(app, ["eval", str(sft_run[1]), "--recipe", str(recipe), "-o", str(tmp_path / "e.json")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "e.json").read_text())["summary"]["verifier"]["n"] == 2
+    res = CliRunner().invoke(app, ["sample", "a dragon circles a lighthouse", "--model", str(sft_run[1]), "--recipe",
+                                   str(recipe), "--steps", "2", "-o", str(tmp_path / "s.mp4")])
+    assert res.exit_code == 0, res.output
+    assert read_video(tmp_path / "s.mp4").shape == (9, 3, 64, 64)  # 9 frames of 16 px, upscaled 4× for viewing
+
+
+def test_vidtune_run_chains_evaluates_and_reports_wan_stages(base, tmp_path):
+    """`vidtune run` on a Wan recipe: base → SFT → GRPO → DPO, each evaluated (and its drift measured) by loading
+    the stage's LoRA folder; the report is written."""
+    from vidtune.pipeline import run_pipeline
+
+    recipe = wan_recipe(base, *SFT, f"run.out_dir={tmp_path}", "run.name=wan", "run.tensorboard=false",
+                        "grpo.iterations=1", "grpo.prompts_per_iter=1", "grpo.group_size=2", "grpo.prompt_pool=2",
+                        "grpo.rollout.steps=3", "grpo.reward.heads=[{reward: sharpness}]",
+                        "sampling.steps=2", "dpo.steps=1", "dpo.batch_size=1", "dpo.min_pairs=1",
+                        "dpo.pairs.n_prompts=1", "dpo.pairs.n_candidates=2", "dpo.pairs.good_min=0.0",
+                        "dpo.pairs.synthetic=[reverse]", "dpo.pairs.n_synthetic_clips=1",
+                        "eval.n_seen=1", "eval.n_heldout=1", "eval.grid_prompts=1")
+    run_dir = tmp_path / "wan"
+    assert run_pipeline(recipe, run_dir, progress=False) == run_dir / "report.html"
+    assert not (run_dir / "dpo" / "SKIPPED").exists()
+    for stage in ("base", "sft", "grpo", "dpo"):
+        assert json.loads((run_dir / "evals" / f"{stage}.json").read_text())["summary"]["verifier"]["n"] == 2
+    diagnostics = json.loads((run_dir / "evals" / "diagnostics.json").read_text())
+    assert all(diagnostics[s]["drift_from_start"] >= 0 for s in ("sft", "grpo", "dpo"))
+    meta = json.loads((run_dir / "dpo" / "model" / "vidtune_wan.json").read_text())
+    assert meta["merged"] == [str((run_dir / s / "model").resolve()) for s in ("sft", "grpo")]

@@ -1,11 +1,12 @@
-"""One entry point for stage code: build the tiny or the Wan policy from a recipe or a path, the few helpers
-whose behaviour differs between the two (LoRA injection, a no-copy LoRA reference, ViPO's latent time layout), and
-the trainable-parameters-only training state of a stage checkpoint."""
+"""One entry point for stage code: build the tiny or the Wan policy from a recipe or a path, the device it runs on,
+the few helpers whose behaviour differs between the two (LoRA injection, a no-copy LoRA reference, ViPO's latent
+time layout, which prompts it can encode), and the trainable-parameters-only training state of a stage
+checkpoint."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ def _spec_kind(spec: str | Path) -> str:
         raise VidtuneError(f"model path {p} is a file, not a checkpoint folder")
     if s.count("/") == 1 and not s.startswith((".", "/", "~")):
         return "wan"
-    raise VidtuneError(f"model '{s}' not found: not a local folder and not a hub id of the form org/name")
+    raise VidtuneError(f"checkpoint folder not found: {s} (and it is not a hub id of the form org/name)")
 
 
 def load_policy(recipe_or_spec: Any, options: dict | None = None):
@@ -68,6 +69,38 @@ def load_policy(recipe_or_spec: Any, options: dict | None = None):
         return _load_wan(recipe_or_spec, options or {})
     raise VidtuneError(f"load_policy expects a Recipe, a ModelConfig or a path/hub id, got "
                        f"{type(recipe_or_spec).__name__}")
+
+
+def inference_policy(spec: str, recipe):
+    """A checkpoint to sample from (``vidtune run``'s evaluations, ``eval``, ``sample``): a tiny folder, a Wan
+    folder or hub id, or a stage's Wan LoRA folder, with the recipe's ``model.options``, in eval mode on
+    ``run.device``."""
+    return load_policy(spec, recipe.model.options).to(resolve_device(recipe.run.device)).eval()
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device ``run.device`` names; CUDA (or a CUDA index) this machine does not have is an error naming
+    the key, raised before any weight is loaded."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "without CUDA"
+            raise VidtuneError(f"run.device={name}: CUDA is not available on this machine (torch {torch.__version__} "
+                               f"built {build}, torch.cuda.is_available() is False); use run.device=cpu")
+        n = torch.cuda.device_count()
+        if device.index is not None and device.index >= n:
+            raise VidtuneError(f"run.device={name}: this machine has {n} CUDA device(s), cuda:0 … cuda:{n - 1}")
+    return device
+
+
+def prompt_checker(policy) -> Callable[[str], object]:
+    """A cheap test that ``policy`` can encode a prompt, to fail before any sampling: the tiny model's tokenizer
+    (ShapeWorld words only, at most ``text_len`` tokens); nothing for Wan, whose UMT5 takes any text."""
+    from vidtune.models.tiny import TinyVideoPolicy
+
+    if isinstance(policy, TinyVideoPolicy):
+        return lambda prompt: policy.tokenizer([prompt])
+    return lambda prompt: None
 
 
 def _load_tiny(spec):

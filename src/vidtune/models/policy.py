@@ -38,6 +38,10 @@ class VideoPolicy(Protocol):
     def trainable_parameters(self) -> Iterable[torch.nn.Parameter]:
         """Parameters an optimiser should update (all, or only adapters / decoder-level ones)."""
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live (``run.device``); samplers create noise and latents there."""
+
 
 def cond_cat(conds: list[Cond]) -> Cond:
     """Concatenate conditionings along the batch (e.g. [cond, uncond] for classifier-free guidance)."""

@@ -10,10 +10,12 @@ from vidtune.math.flow_matching import cfg_combine, time_grid
 from vidtune.models.policy import Cond, VideoPolicy, cond_cat
 
 
-def seeded_noise(seeds: Sequence[int], shape: tuple[int, ...], dtype=torch.float32) -> torch.Tensor:
-    """One N(0, I) draw per seed → [len(seeds), *shape]; a sample's noise never depends on its batch."""
+def seeded_noise(seeds: Sequence[int], shape: tuple[int, ...], dtype=torch.float32,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """One N(0, I) draw per seed → [len(seeds), *shape] on ``device``; a sample's noise never depends on its batch
+    or on the device (it is drawn by a CPU generator and then moved)."""
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)), dtype=dtype)
-                        for s in seeds])
+                        for s in seeds]).to(device)
 
 
 def guided_velocity(policy: VideoPolicy, x: torch.Tensor, t: torch.Tensor, cond: Cond, uncond: Cond | None,
@@ -35,7 +37,7 @@ def sample_ode(policy: VideoPolicy, cond: Cond, uncond: Cond | None, noise: torc
     x = noise.float()
     both = cond_cat([cond, uncond]) if uncond is not None and guidance != 1.0 else None
     for s in range(steps):
-        t = torch.full((x.shape[0],), float(grid[s]))
+        t = torch.full((x.shape[0],), float(grid[s]), device=x.device)
         v = guided_velocity(policy, x, t, cond, uncond, guidance, both)
         x = x + v.float() * float(grid[s + 1] - grid[s])
     return x
@@ -43,7 +45,8 @@ def sample_ode(policy: VideoPolicy, cond: Cond, uncond: Cond | None, noise: torc
 
 def generate(policy, prompts: list[str], seeds: Sequence[int], *, steps: int, shift: float, guidance: float,
              batch_size: int = 16, images: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
-    """Prompts → pixel videos [N, F, 3, H, W] in [0, 1], in batches, each sample seeded by its own seed."""
+    """Prompts → pixel videos [N, F, 3, H, W] in [0, 1] on the CPU, in batches, each sample seeded by its own seed;
+    noise and latents live on the policy's device."""
     from vidtune.progress import track
 
     cfg_w = policy.config
@@ -55,7 +58,6 @@ def generate(policy, prompts: list[str], seeds: Sequence[int], *, steps: int, sh
         img = None if images is None else images[i : i + batch_size]
         cond = policy.encode_prompts(p, images=img)
         uncond = policy.encode_prompts([""] * len(p), images=img) if guidance != 1.0 else None
-        lat = sample_ode(policy, cond, uncond, seeded_noise(seeds[i : i + batch_size], shape), steps, shift,
-                         guidance)
-        out.append(policy.decode(lat))
+        noise = seeded_noise(seeds[i : i + batch_size], shape, device=policy.device)
+        out.append(policy.decode(sample_ode(policy, cond, uncond, noise, steps, shift, guidance)).cpu())
     return torch.cat(out)

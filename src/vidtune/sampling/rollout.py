@@ -99,7 +99,8 @@ def _sigmas(spec: RolloutSpec, grid: torch.Tensor, noisy: torch.Tensor) -> torch
 def rollout(policy: VideoPolicy, cond: Cond, uncond: Cond | None, prompts: list[str], group_size: int,
             spec: RolloutSpec, seed: int, latent_shape: Sequence[int]) -> Rollout:
     """G rollouts per prompt (``cond``/``prompts`` already repeated G times, prompt-major) with stored states,
-    σ_s and ``logp_old`` of every trained transition (§1 steps 1–5)."""
+    σ_s and ``logp_old`` of every trained transition (§1 steps 1–5). States and log-probabilities are on the
+    policy's device; the noise is drawn by CPU generators, so it does not depend on the device."""
     spec.validate()
     b = len(prompts)
     if b % group_size:
@@ -112,17 +113,18 @@ def rollout(policy: VideoPolicy, cond: Cond, uncond: Cond | None, prompts: list[
     init_seeds = [seed * 7919 + (i // group_size if spec.share_init_noise else i) * 104729 + 1 for i in range(b)]
     sample_gens = [torch.Generator().manual_seed(seed * 15485863 + i * 2 + 1) for i in range(b)]
 
-    x = seeded_noise(init_seeds, tuple(latent_shape))
+    x = seeded_noise(init_seeds, tuple(latent_shape), device=policy.device)
     states = [x]
-    logps = torch.zeros((b, spec.steps) + ((() if spec.reduction == "scalar" else tuple(latent_shape[1:]))))
+    logps = torch.zeros((b, spec.steps) + ((() if spec.reduction == "scalar" else tuple(latent_shape[1:]))),
+                        device=x.device)
     for s in range(spec.steps):
-        t = torch.full((b,), float(grid[s]))
+        t = torch.full((b,), float(grid[s]), device=x.device)
         v = chunked_velocity(policy, x, t, cond, uncond, spec.guidance, spec.micro_batch)
         if not torch.isfinite(v).all():
             raise FloatingPointError(f"non-finite velocity at transition {s}; rollout batch discarded")
         step = sde_step(x, v, grid[s], grid[s + 1], sigmas[s])
         if sigmas[s] > 0:
-            xi = torch.stack([torch.randn(x.shape[1:], generator=g) for g in sample_gens])
+            xi = torch.stack([torch.randn(x.shape[1:], generator=g) for g in sample_gens]).to(x.device)
             x_next = step.mean + step.std * xi
             logps[:, s] = reduce_logprob(gaussian_logprob(x_next, step.mean, step.std), spec.reduction)
         else:
@@ -157,5 +159,5 @@ def transition_eval(policy: VideoPolicy, ro: Rollout, cond: Cond, uncond: Cond |
     v = guided_velocity(policy, x, ro.grid[s].float(), c, u, ro.guidance).float()
     step = sde_step(x, v, ro.grid[s].double(), ro.grid[s + 1].double(), ro.sigmas[s].double())
     logp = reduce_logprob(gaussian_logprob(x_next, step.mean, step.std), ro.reduction)
-    return TransitionEval(logp, v, x, ro.grid[s].float(), (ro.grid[s + 1] - ro.grid[s]).float(),
-                          ro.sigmas[s].float())
+    return TransitionEval(logp, v, x, *(z.float().to(x.device) for z in (ro.grid[s], ro.grid[s + 1] - ro.grid[s],
+                                                                          ro.sigmas[s])))

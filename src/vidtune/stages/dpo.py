@@ -16,11 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from vidtune.config import Recipe
+from vidtune.data.prompts import check_prompts, read_prompts
 from vidtune.math.clip_view import clip_view, window_starts
 from vidtune.math.dpo import dynamic_beta, pair_weights
 from vidtune.math.flow_matching import sample_t
 from vidtune.models.factory import (attach_lora, load_policy, load_trainable_state, reference_policy,
-                                    trainable_state)
+                                    resolve_device, trainable_state)
 from vidtune.preference.build import hard_negative_pairs, synthetic_pairs
 from vidtune.preference.pairs import PreferencePair, read_pairs, write_pairs
 from vidtune.progress import make_progress, track
@@ -32,7 +33,7 @@ from vidtune.sampling.ode import generate
 from vidtune.stages.dpo_step import DPOBatch, dpo_step
 from vidtune.stages.sft import export
 from vidtune.world.dataset import examples
-from vidtune.world.grammar import caption
+from vidtune.world.grammar import caption, parse
 
 
 QUALITY_HEADS = ("sharpness", "noise", "motion_smoothness", "freeze")
@@ -66,10 +67,24 @@ def shapeworld_judges():
     return quality, semantic, embed
 
 
-def build_pairs(policy, recipe: Recipe, progress: bool) -> tuple[list[PreferencePair], dict]:
+def candidate_prompts(recipe: Recipe) -> list[str]:
+    """Prompts of the on-policy candidates: ``dpo.pairs.n_prompts`` of the lines of ``dpo.pairs.prompts_file`` (a
+    seeded draw kept in file order; all of them when the file is shorter), else as many ShapeWorld captions. File
+    prompts must parse as ShapeWorld prompts, since the ShapeWorld judges rank the pairs; one that does not stops
+    the stage before any sampling."""
+    cfg, seed = recipe.dpo.pairs, recipe.run.seed
+    if cfg.prompts_file is None:
+        return [caption(e.scene) for e in examples(cfg.n_prompts, seed + 404, recipe.world)]
+    lines = read_prompts(cfg.prompts_file, "dpo.pairs.prompts_file")
+    check_prompts(lines, parse, f"dpo.pairs.prompts_file ({cfg.prompts_file}; the ShapeWorld judges rank DPO pairs)")
+    keep = torch.randperm(len(lines), generator=torch.Generator().manual_seed(seed + 404))[:cfg.n_prompts]
+    return [lines[i] for i in keep.sort().values.tolist()]
+
+
+def build_pairs(policy, prompts: list[str], recipe: Recipe, progress: bool) -> tuple[list[PreferencePair], dict]:
+    """Preference pairs from the sources in ``dpo.pairs``, on-policy ones from candidates for ``prompts``."""
     cfg, s, seed = recipe.dpo.pairs, recipe.sampling, recipe.run.seed
     quality, semantic, embed = shapeworld_judges()
-    prompts = [caption(e.scene) for e in examples(cfg.n_prompts, seed + 404, recipe.world)]
     pairs: list[PreferencePair] = []
     counts: dict = {}
     good_videos, good_prompts = [], []
@@ -131,18 +146,21 @@ def too_few_pairs(policy, n: int, counts: dict, recipe: Recipe, stage_dir: Path,
 def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: bool = True) -> Path:
     cfg, seed = recipe.dpo, recipe.run.seed
     torch.set_num_threads(recipe.run.threads)
+    device = resolve_device(recipe.run.device)
     stage_dir = make_run_dir(Path(run_dir) / "dpo")
+    pair_file = stage_dir / "pairs.jsonl"
+    candidates = None if pair_file.exists() else candidate_prompts(recipe)  # a bad prompts file fails before loading
     metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "dpo", tensorboard=recipe.run.tensorboard)
     policy = load_policy(init or recipe, recipe.model.options)
     if cfg.lora_rank:
         attach_lora(policy, cfg.lora_rank, cfg.lora_targets, seed=seed + 13)
+    policy.to(device)  # after LoRA: the adapters' initial values do not depend on the device
     reference = reference_policy(policy)  # π_ref = the Stage II checkpoint (adapters disabled, or a frozen copy)
-    pair_file = stage_dir / "pairs.jsonl"
-    if pair_file.exists():
+    if candidates is None:
         pairs, _ = read_pairs(pair_file)
         counts = {}
     else:
-        pairs, counts = build_pairs(policy.eval(), recipe, progress)
+        pairs, counts = build_pairs(policy.eval(), candidates, recipe, progress)
         if len(pairs) < cfg.min_pairs:
             return too_few_pairs(policy, len(pairs), counts, recipe, stage_dir, metrics)
         write_pairs(pairs, pair_file)
@@ -151,8 +169,8 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
     pairs = [pairs[i] for i in keep]
     if len(pairs) < cfg.min_pairs:
         return too_few_pairs(policy, len(pairs), counts, recipe, stage_dir, metrics)
-    x0_w = policy.encode_video(torch.stack([p.chosen for p in pairs]))
-    x0_l = policy.encode_video(torch.stack([p.rejected for p in pairs]))
+    x0_w = policy.encode_video(torch.stack([p.chosen for p in pairs])).to(device)
+    x0_l = policy.encode_video(torch.stack([p.rejected for p in pairs])).to(device)
     prompts = [p.prompt for p in pairs]
 
     policy.train()
@@ -176,9 +194,9 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
             t = sample_t(cfg.batch_size, g, cfg.t_sampler)
             starts = window_starts(len(idx), x0_w.shape[2], cfg.grad_frames, g)
             xw, xl = (clip_view(x[idx], starts, cfg.grad_frames, cfg.grad_downsample) for x in (x0_w, x0_l))
-            eps = torch.randn(xw.shape, generator=g)
-            batch = DPOBatch(xw, xl, policy.encode_prompts([prompts[i] for i in idx.tolist()]), t,
-                             eps, omega[idx] / omega[idx].mean())
+            eps = torch.randn(xw.shape, generator=g).to(device)  # drawn on the CPU: the same on every device
+            batch = DPOBatch(xw, xl, policy.encode_prompts([prompts[i] for i in idx.tolist()]), t.to(device),
+                             eps, (omega[idx] / omega[idx].mean()).to(device))
             beta = dynamic_beta(step, cfg.beta, cfg.steps, cfg.kappa, cfg.beta_schedule)
             opt.zero_grad(set_to_none=True)
             out = dpo_step(policy, reference, batch, beta=beta, beta_t=cfg.beta_t, form=cfg.form,

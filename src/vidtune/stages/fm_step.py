@@ -40,19 +40,22 @@ def fm_loss(policy, video: torch.Tensor, prompts: list[str], fb: FMBatch, weight
             flow_target: torch.Tensor | None = None, lambda_flow: float = 0.0) -> FMLoss:
     """L_FM = (1/B)·Σ ω_b·e_b on pixel videos [B, F, 3, H, W] (latents via the policy), with I2V rows conditioned
     on their first frame; plus λ_flow·EPE of the motion branch against ``flow_target`` [B, F−1, 2, H', W']
-    (ALGORITHMS.md §7.3) when given."""
-    x0 = policy.encode_video(video)
-    eps = torch.randn(x0.shape, generator=fb.generator)
+    (ALGORITHMS.md §7.3) when given. The step runs on the policy's device; the batch's random draws stay on the CPU
+    generator, so they do not depend on the device."""
+    device = policy.device
+    x0 = policy.encode_video(video).to(device)
+    eps = torch.randn(x0.shape, generator=fb.generator).to(device)
+    t = fb.t.to(device)
     cond = policy.encode_prompts(["" if d else p for p, d in zip(prompts, fb.drop.tolist())],
                                  images=video[:, 0], image_mask=fb.i2v)
-    xt = interpolate(x0, eps, fb.t)
+    xt = interpolate(x0, eps, t)
     if flow_target is None:
-        v, epe = policy.velocity(xt, fb.t, cond), None
+        v, epe = policy.velocity(xt, t, cond), None
     else:
-        v, flow = policy.velocity_and_flow(xt, fb.t, cond)
-        epe = epe_loss(flow, flow_target.to(flow.dtype))
+        v, flow = policy.velocity_and_flow(xt, t, cond)
+        epe = epe_loss(flow, flow_target.to(flow))
     errors = per_sample_mse(v, velocity_target(x0, eps))
-    loss = weighted_fm_loss(errors, weights)
+    loss = weighted_fm_loss(errors, None if weights is None else weights.to(device))
     if epe is not None:
         loss = loss + lambda_flow * epe
     return FMLoss(loss, errors.detach(), None if epe is None else epe.detach())

@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 
 from vidtune.config import GRPOConfig, Recipe, RewardConfig
+from vidtune.data.prompts import PromptSource, check_prompts, first_frame_files, load_first_frames, read_prompts
 from vidtune.math.grpo_loss import grpo_objective, kl_to_reference
 from vidtune.math.vipo import dense_advantage, vipo_map_batch
-from vidtune.models.factory import (attach_lora, load_policy, load_trainable_state, reference_policy,
-                                    trainable_state, vipo_time_layout)
+from vidtune.models.factory import (attach_lora, load_policy, load_trainable_state, prompt_checker,
+                                    reference_policy, resolve_device, trainable_state, vipo_time_layout)
 from vidtune.progress import make_progress
 from vidtune.rewards.compose import Composite, GateSpec, RewardSpec, build
 from vidtune.runtime import make_reward_pool
@@ -49,8 +50,24 @@ def rollout_spec(cfg: GRPOConfig) -> RolloutSpec:
                        micro_batch=cfg.micro_batch)
 
 
-def prompt_pool(recipe: Recipe) -> list[str]:
-    return [caption(e.scene) for e in examples(recipe.grpo.prompt_pool, recipe.run.seed + 303, recipe.world)]
+def prompt_pool(recipe: Recipe) -> PromptSource:
+    """The training prompts: the lines of ``grpo.prompts_file`` with, for I2V, their first frames in
+    ``grpo.images_dir`` (data/prompts.py); else ``grpo.prompt_pool`` ShapeWorld captions of seen compositions."""
+    cfg = recipe.grpo
+    if cfg.prompts_file is None:
+        exs = examples(cfg.prompt_pool, recipe.run.seed + 303, recipe.world)
+        return PromptSource([caption(e.scene) for e in exs], None)
+    prompts = read_prompts(cfg.prompts_file, "grpo.prompts_file")
+    images = None if cfg.images_dir is None else first_frame_files(cfg.images_dir, len(prompts), "grpo.images_dir")
+    return PromptSource(prompts, images)
+
+
+def pool_images(pool: PromptSource, idx: list[int], policy) -> torch.Tensor | None:
+    """First frames [len(idx), 3, H, W] of the pool's prompts ``idx`` at the policy's clip size (None: text only)."""
+    if pool.images is None:
+        return None
+    c = policy.config
+    return load_first_frames([pool.images[i] for i in idx], c.height, c.width)
 
 
 def iteration_prompts(pool: list[str], it: int, seed: int, p: int) -> list[int]:
@@ -58,30 +75,35 @@ def iteration_prompts(pool: list[str], it: int, seed: int, p: int) -> list[int]:
     return torch.randperm(len(pool), generator=g)[:p].tolist()
 
 
-def do_rollout(policy, prompts: list[str], group: int, spec: RolloutSpec, seed: int) -> tuple[Rollout, dict, dict]:
+def do_rollout(policy, prompts: list[str], group: int, spec: RolloutSpec, seed: int,
+               images: torch.Tensor | None = None) -> tuple[Rollout, dict, dict]:
+    """G rollouts of each prompt, conditioned (I2V) on its first frame ``images`` [P, 3, H, W] when given, which the
+    unconditional branch keeps as well."""
     rep = [p for p in prompts for _ in range(group)]
-    cond = policy.encode_prompts(rep)
-    uncond = policy.encode_prompts([""] * len(rep)) if spec.guidance != 1.0 else None
+    img = None if images is None else images.repeat_interleave(group, 0)
+    cond = policy.encode_prompts(rep, images=img)
+    uncond = policy.encode_prompts([""] * len(rep), images=img) if spec.guidance != 1.0 else None
     c = policy.config
     ro = rollout(policy, cond, uncond, rep, group, spec, seed, policy.latent_shape(c.frames, c.height, c.width))
     return ro, cond, uncond
 
 
-def reference_prior(ref, pool: list[str], cfg: GRPOConfig, spec: RolloutSpec, rewarder, seed: int,
+def reference_prior(ref, pool: PromptSource, cfg: GRPOConfig, spec: RolloutSpec, rewarder, seed: int,
                     progress: bool) -> torch.Tensor:
     """BPGO t2v_reference prior: mean training reward of n_prior rollout-sampler samples per prompt (§3)."""
     from vidtune.progress import track
 
     out = []
-    for i in track(range(len(pool)), "BPGO prior", disable=not progress):
-        ro, _, _ = do_rollout(ref, [pool[i]], cfg.bpgo.n_prior, spec, seed + 17 * i)
-        scored = rewarder(ref.decode(ro.final), [pool[i]] * cfg.bpgo.n_prior)
+    for i in track(range(len(pool.prompts)), "BPGO prior", disable=not progress):
+        prompt = pool.prompts[i]
+        ro, _, _ = do_rollout(ref, [prompt], cfg.bpgo.n_prior, spec, seed + 17 * i, pool_images(pool, [i], ref))
+        scored = rewarder(ref.decode(ro.final).cpu(), [prompt] * cfg.bpgo.n_prior)
         out.append(float(torch.nanmean(scored.scalar)))
     return torch.tensor(out)
 
 
-def vipo_extractor(spec: str):
-    """The frozen ViPO feature extractor ``vipo.extractor`` names: the learned ShapeWorld scorer for
+def vipo_extractor(spec: str, device: torch.device):
+    """The frozen ViPO feature extractor ``vipo.extractor`` names, on ``device``: the learned ShapeWorld scorer for
     ``builtin:scorer`` or a scorer folder, else DINOv2 (a hub id such as facebook/dinov2-base, or a folder)."""
     import json
 
@@ -92,10 +114,10 @@ def vipo_extractor(spec: str):
     if spec.startswith("builtin:") or scorer_folder:
         from vidtune.rewards.scorer import LearnedScorer
 
-        return LearnedScorer(model=spec)
+        return LearnedScorer(model=spec, device=str(device))
     from vidtune.rewards.dino_features import DinoFeatures
 
-    return DinoFeatures.from_pretrained(spec)
+    return DinoFeatures.from_pretrained(spec, device=str(device))
 
 
 def vipo_maps(extractor, videos: torch.Tensor, cfg: GRPOConfig, latent_fhw,
@@ -168,20 +190,24 @@ def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid
 def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: bool = True) -> Path:
     cfg, seed = recipe.grpo, recipe.run.seed
     torch.set_num_threads(recipe.run.threads)
-    stage_dir = make_run_dir(Path(run_dir) / "grpo")
-    metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "grpo", tensorboard=recipe.run.tensorboard)
+    device = resolve_device(recipe.run.device)
     spec = rollout_spec(cfg)
     spec.validate()
+    pool = prompt_pool(recipe)
+    stage_dir = make_run_dir(Path(run_dir) / "grpo")
+    metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "grpo", tensorboard=recipe.run.tensorboard)
     policy = load_policy(init or recipe, recipe.model.options).train()
+    check_prompts(pool.prompts, prompt_checker(policy), f"grpo.prompts_file ({cfg.prompts_file})"
+                  if cfg.prompts_file else "the ShapeWorld prompt pool")
     if cfg.lora_rank:
         attach_lora(policy, cfg.lora_rank, cfg.lora_targets, seed=seed + 12)
+    policy.to(device)  # after LoRA: the adapters' initial values do not depend on the device
     ref = reference_policy(policy)  # with LoRA: the same network with adapters disabled, else a frozen copy
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     rewarder = build_composite(cfg.reward)
     scorer = make_reward_pool(rewarder, recipe.run.runtime, threads=recipe.run.threads)
-    extractor = vipo_extractor(cfg.vipo.extractor) if cfg.vipo.enabled else None
-    pool = prompt_pool(recipe)
+    extractor = vipo_extractor(cfg.vipo.extractor, device) if cfg.vipo.enabled else None
     state, start = SignalState(), 0
     ckpt = stage_dir / "checkpoint" / "state.pt"
     prior = None
@@ -203,11 +229,12 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
         task = bar.add_task("grpo", total=cfg.iterations, completed=start, info="", visible=progress)
         for it in range(start, cfg.iterations):
             t0 = time.time()
-            idx = iteration_prompts(pool, it, seed, cfg.prompts_per_iter)
-            prompts = [pool[i] for i in idx]
+            idx = iteration_prompts(pool.prompts, it, seed, cfg.prompts_per_iter)
+            prompts = [pool.prompts[i] for i in idx]
             policy.eval()
-            ro, cond, uncond = do_rollout(policy, prompts, cfg.group_size, spec, seed * 1009 + it)
-            videos = policy.decode(ro.final)
+            ro, cond, uncond = do_rollout(policy, prompts, cfg.group_size, spec, seed * 1009 + it,
+                                          pool_images(pool, idx, policy))
+            videos = policy.decode(ro.final).cpu()
             t1 = time.time()
             scored = scorer(videos, ro.prompts)
             t2 = time.time()
@@ -220,9 +247,10 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
                 adv = dense_advantage(m, adv)
                 aux = None if aux is None else dense_advantage(m, aux)
                 logs.update(vlogs)
+            adv, aux, valid = (None if z is None else z.to(device) for z in (adv, aux, sig.valid))
             policy.train()
             t3 = time.time()
-            upd = update(policy, ref, ro, cond, uncond, adv, aux, sig.valid, cfg, opt, params, it)
+            upd = update(policy, ref, ro, cond, uncond, adv, aux, valid, cfg, opt, params, it)
             for i, name in enumerate(scored.head_names):
                 col = scored.heads[:, i]
                 logs[f"reward/{name}"] = float(torch.nanmean(col))

@@ -22,7 +22,7 @@ from vidtune.data.video_folder import farneback_flows, load_sft_videos
 from vidtune.errors import VidtuneError
 from vidtune.math.structure_weights import resize_flow, score_percentiles, structure_weights
 from vidtune.metrics.structure import structural_instability
-from vidtune.models.factory import attach_lora, load_policy, load_trainable_state, trainable_state
+from vidtune.models.factory import attach_lora, load_policy, resolve_device, load_trainable_state, trainable_state
 from vidtune.models.lora import merge_lora
 from vidtune.models.tiny import TinyVideoPolicy
 from vidtune.progress import make_progress, track
@@ -133,6 +133,7 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
     metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "sft", tensorboard=recipe.run.tensorboard)
 
     policy = trainable_policy(recipe, init)
+    policy.to(resolve_device(recipe.run.device))
     grid = policy.net.grid[1:] if cfg.physics.enabled else None
     data = (shapeworld_data(recipe, grid, progress) if cfg.data.source == "shapeworld"
             else folder_data(recipe, policy.config, grid, progress))
