@@ -120,3 +120,16 @@ def test_lora_training_leaves_base_weights_untouched(tiny_policy):
     with torch.no_grad():
         assert not torch.allclose(tiny_policy.velocity(x, t, cond), base.velocity(x, t, cond))
         assert torch.allclose(merged.velocity(x, t, cond), tiny_policy.velocity(x, t, cond), atol=1e-5)
+
+
+def test_physics_branch_initialisation_depends_only_on_the_seed(tmp_path, tiny_policy):
+    """The motion branch's initial weights come from run.seed, not from the global RNG state."""
+    from vidtune.config import load_recipe
+    from vidtune.stages.sft import trainable_policy
+
+    model = tiny_policy.save_pretrained(tmp_path / "m")
+    recipe = load_recipe(None, [f"model.init={model}", "world.frames=4", "world.size=16", "sft.physics.enabled=true"])
+    a = trainable_policy(recipe)
+    torch.randn(100)  # move the global RNG
+    b = trainable_policy(recipe)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -79,6 +79,51 @@ def wrap_ddp(module: nn.Module, *, device: torch.device | str | None = None,
         return DistributedDataParallel(module.to(dev), device_ids=[dev.index], output_device=dev.index,
                                        find_unused_parameters=find_unused_parameters, **kwargs)
     return DistributedDataParallel(module, find_unused_parameters=find_unused_parameters, **kwargs)
+
+
+class World(NamedTuple):
+    """This process's place in a data-parallel job."""
+
+    rank: int
+    size: int
+    local_rank: int  # rank on this machine: the CUDA device index
+
+
+def launched_world() -> World:
+    """The job torchrun (or accelerate) launched this process into, from RANK / WORLD_SIZE / LOCAL_RANK in the
+    environment; a plain process is rank 0 of 1."""
+    env = os.environ
+    return World(int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0")))
+
+
+def rank_device(device: torch.device, world: World) -> torch.device:
+    """The device of this rank: a CUDA device without an index becomes cuda:<LOCAL_RANK> in a multi-process job
+    (one GPU per rank); anything else is kept."""
+    if device.type == "cuda" and device.index is None and world.size > 1:
+        return torch.device("cuda", world.local_rank)
+    return device
+
+
+def join_launched_group(world: World, device: torch.device) -> bool:
+    """Join the process group of a launched multi-process job (rendezvous at MASTER_ADDR/MASTER_PORT; NCCL when the
+    model is on CUDA, gloo on CPU). Returns True when this call created the group (the caller leaves it with
+    :func:`cleanup`); a single process, or a group that already exists, returns False."""
+    if world.size == 1 or dist.is_initialized():
+        return False
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    init_process_group(world.rank, world.size, backend="nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The average of a (detached) tensor over all ranks, e.g. a logged loss; the tensor itself without a process
+    group."""
+    if not dist.is_initialized():
+        return value
+    out = value.detach().clone()
+    dist.all_reduce(out)
+    return out / dist.get_world_size()
 
 
 def shard(n: int, rank: int, world_size: int) -> slice:

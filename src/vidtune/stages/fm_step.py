@@ -37,17 +37,23 @@ class FMLoss(NamedTuple):
 
 
 def fm_loss(policy, video: torch.Tensor, prompts: list[str], fb: FMBatch, weights: torch.Tensor | None = None,
-            flow_target: torch.Tensor | None = None, lambda_flow: float = 0.0) -> FMLoss:
+            flow_target: torch.Tensor | None = None, lambda_flow: float = 0.0, rows: slice = slice(None)) -> FMLoss:
     """L_FM = (1/B)·Σ ω_b·e_b on pixel videos [B, F, 3, H, W] (latents via the policy), with I2V rows conditioned
     on their first frame; plus λ_flow·EPE of the motion branch against ``flow_target`` [B, F−1, 2, H', W']
     (ALGORITHMS.md §7.3) when given. The step runs on the policy's device; the batch's random draws stay on the CPU
-    generator, so they do not depend on the device."""
+    generator, so they do not depend on the device.
+
+    Data parallelism: ``rows`` are this rank's rows of the batch ``fb`` (runtime/distributed.shard). ``video``,
+    ``prompts``, ``weights`` and ``flow_target`` hold those rows only, while the batch's draws (flow times, prompt
+    dropout, I2V, noise) are made for the whole batch and sliced, so the ranks together compute exactly the
+    single-process batch. Both terms are means over rows of equal shards, so DDP's gradient average over ranks is
+    the whole batch's gradient; no rescaling is needed."""
     device = policy.device
     x0 = policy.encode_video(video).to(device)
-    eps = torch.randn(x0.shape, generator=fb.generator).to(device)
-    t = fb.t.to(device)
-    cond = policy.encode_prompts(["" if d else p for p, d in zip(prompts, fb.drop.tolist())],
-                                 images=video[:, 0], image_mask=fb.i2v)
+    eps = torch.randn((len(fb.t), *x0.shape[1:]), generator=fb.generator)[rows].to(device)
+    t = fb.t[rows].to(device)
+    cond = policy.encode_prompts(["" if d else p for p, d in zip(prompts, fb.drop[rows].tolist())],
+                                 images=video[:, 0], image_mask=fb.i2v[rows])
     xt = interpolate(x0, eps, t)
     if flow_target is None:
         v, epe = policy.velocity(xt, t, cond), None

@@ -6,6 +6,10 @@ control mix (two-segment motions and camera pans over-represented). Each clip's 
 weight ω (math/structure_weights.py). Full fine-tune, or LoRA through peft. Resumable from atomic checkpoints
 (trainable parameters and optimiser); exports ``<run>/sft/model`` (tiny: adapters merged; Wan: LoRA files), which
 later stages load as their reference policy.
+
+Data parallel: launched by ``torchrun --nproc_per_node N -m vidtune.cli sft …`` the stage joins the process group
+and trains the tiny model under DDP, each rank on its shard of the single-process global batch (same weights as
+one process, to float rounding); rank 0 alone writes metrics, checkpoints and the export (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from vidtune.models.lora import merge_lora
 from vidtune.models.tiny import TinyVideoPolicy
 from vidtune.progress import make_progress, track
 from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
+from vidtune.runtime.distributed import (ForwardWith, World, cleanup, join_launched_group, launched_world,
+                                         mean_over_ranks, rank_device, shard, wrap_ddp)
 from vidtune.stages.fm_step import draw_batch, fm_loss
 from vidtune.stages.pretrain import lr_at
 from vidtune.world.dataset import Example, captions, examples, render_bank
@@ -109,7 +115,9 @@ def trainable_policy(recipe: Recipe, init: str | None = None):
         if not isinstance(policy, TinyVideoPolicy):
             raise VidtuneError("sft.physics.enabled needs the embedded model's motion branch; a Wan policy has none")
         if not policy.config.motion_branch:
-            policy.attach_motion_branch(ph.decoder_blocks)
+            with torch.random.fork_rng():  # the branch's initial weights depend on run.seed only
+                torch.manual_seed(recipe.run.seed + 17)
+                policy.attach_motion_branch(ph.decoder_blocks)
         policy.freeze_backbone()  # only decoder-level parameters (and the branch) train
     if recipe.sft.lora_rank:
         attach_lora(policy, recipe.sft.lora_rank, recipe.sft.lora_targets, seed=recipe.run.seed + 11)
@@ -126,14 +134,51 @@ def export(policy, folder: Path) -> Path:
     return plain.save_pretrained(folder)
 
 
+def check_data_parallel(recipe: Recipe, world: World) -> None:
+    """A multi-process job needs the tiny model (a Wan policy under DDP is not wired: its frozen VAE/encoders and
+    two experts would need FSDP or per-expert wrapping) and a batch that splits evenly over the ranks."""
+    if world.size == 1:
+        return
+    if recipe.model.type != "tiny":
+        raise VidtuneError(f"data-parallel SFT (WORLD_SIZE={world.size}) supports the embedded tiny model only; "
+                           f"run model.type={recipe.model.type} SFT in one process (docs/scaling.md)")
+    if recipe.sft.batch_size % world.size:
+        raise VidtuneError(f"sft.batch_size={recipe.sft.batch_size} does not split over WORLD_SIZE={world.size} "
+                           "ranks; use a multiple of the number of processes")
+
+
+def loss_module(policy, world: World, device: torch.device) -> torch.nn.Module:
+    """``module(video, prompts, fb, …)`` = :func:`fm_loss` on ``policy``: wrapped in DDP (gradients averaged over the
+    ranks during backward) in a multi-process job, plain in one process."""
+    step = ForwardWith(policy, fm_loss)
+    return wrap_ddp(step, device=device) if world.size > 1 else step
+
+
 def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: bool = True) -> Path:
+    """Train Stage I and export its model folder (see the module docstring); in a torchrun job every rank calls
+    this and gets the export's path once rank 0 has written it."""
+    world = launched_world()
+    check_data_parallel(recipe, world)
+    device = rank_device(resolve_device(recipe.run.device), world)
+    joined = join_launched_group(world, device)
+    path = train(recipe, run_dir, init, progress, world, device)
+    if joined:
+        cleanup()  # the barrier in it holds the other ranks until rank 0's export is written
+    return path
+
+
+def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool, world: World,
+          device: torch.device) -> Path:
+    """The SFT loop of one rank of ``world`` (rank 0 of 1 in a single process)."""
     cfg, seed = recipe.sft, recipe.run.seed
+    lead = world.rank == 0
+    progress = progress and lead
     torch.set_num_threads(recipe.run.threads)
     stage_dir = make_run_dir(Path(run_dir) / "sft")
     metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "sft", tensorboard=recipe.run.tensorboard)
 
     policy = trainable_policy(recipe, init)
-    policy.to(resolve_device(recipe.run.device))
+    policy.to(device)
     grid = policy.net.grid[1:] if cfg.physics.enabled else None
     data = (shapeworld_data(recipe, grid, progress) if cfg.data.source == "shapeworld"
             else folder_data(recipe, policy.config, grid, progress))
@@ -148,14 +193,17 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
         load_trainable_state(policy, state["model"])
         opt.load_state_dict(state["opt"])
         start = state["step"]
+    step_loss = loss_module(policy, world, device)
+    rows = shard(cfg.batch_size, world.rank, world.size)
     n_train = sum(p.numel() for p in params)
     mix = f"{cfg.control_ratio:.0%} control mix" if cfg.data.source == "shapeworld" else cfg.data.path
-    print(f"sft: {len(bank)} clips ({mix}), batch {cfg.batch_size}, steps "
-          f"{start}→{cfg.steps}, trainable {n_train / 1e6:.3f} M ({'LoRA r=' + str(cfg.lora_rank) if cfg.lora_rank else 'decoder + motion branch' if cfg.physics.enabled else 'full'}), "
-          f"ψ percentiles [{pct.q_low:.3f}, {pct.q_high:.3f}]")
+    if lead:
+        print(f"sft: {len(bank)} clips ({mix}), batch {cfg.batch_size} over {world.size} process(es), steps "
+              f"{start}→{cfg.steps}, trainable {n_train / 1e6:.3f} M ({'LoRA r=' + str(cfg.lora_rank) if cfg.lora_rank else 'decoder + motion branch' if cfg.physics.enabled else 'full'}), "
+              f"ψ percentiles [{pct.q_low:.3f}, {pct.q_high:.3f}]")
+        rewind_metrics(metrics.path, "sft", start)
 
     t_last = time.time()
-    rewind_metrics(metrics.path, "sft", start)
     with make_progress() as bar:
         task = bar.add_task("sft", total=cfg.steps, completed=start, info="", visible=progress)
         for step in range(start, cfg.steps):
@@ -163,9 +211,9 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
             st = cfg.structure
             w = structure_weights(psi[fb.index], pct.q_low, pct.q_high, st.gamma if st.enabled else 0.0,
                                   st.omega_min, st.omega_max)
-            out = fm_loss(policy, bank[fb.index].float() / 255.0, [texts[i] for i in fb.index.tolist()], fb,
-                          w.omega, None if flow_targets is None else flow_targets[fb.index],
-                          cfg.physics.lambda_flow)
+            index = fb.index[rows]
+            out = step_loss(bank[index].float() / 255.0, [texts[i] for i in index.tolist()], fb, w.omega[rows],
+                            None if flow_targets is None else flow_targets[index], cfg.physics.lambda_flow, rows)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg.lr, cfg.warmup)
             opt.zero_grad(set_to_none=True)
@@ -173,16 +221,19 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             opt.step()
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-                dt = (time.time() - t_last) / cfg.log_every
-                extra = {} if out.epe is None else {"flow_epe": float(out.epe)}
-                metrics.log(step + 1, loss=out.loss.item(), **extra, grad_norm=float(gnorm),
-                            weight_min=float(w.omega.min()),
-                            weight_max=float(w.omega.max()), psi_hat_mean=float(w.psi_hat.mean()),
-                            psi_missing=w.n_missing, step_time=dt)
-                bar.update(task, info=f"loss {out.loss.item():.4f}")
+                loss = mean_over_ranks(out.loss.detach())  # every rank joins the all-reduce
+                epe = None if out.epe is None else mean_over_ranks(out.epe)
+                if lead:
+                    dt = (time.time() - t_last) / cfg.log_every
+                    extra = {} if epe is None else {"flow_epe": float(epe)}
+                    metrics.log(step + 1, loss=loss.item(), **extra, grad_norm=float(gnorm),
+                                weight_min=float(w.omega.min()),
+                                weight_max=float(w.omega.max()), psi_hat_mean=float(w.psi_hat.mean()),
+                                psi_missing=w.n_missing, step_time=dt)
+                bar.update(task, info=f"loss {loss.item():.4f}")
                 t_last = time.time()
-            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+            if lead and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps):
                 atomic_torch_save({"model": trainable_state(policy), "opt": opt.state_dict(), "step": step + 1},
                                   ckpt)
             bar.advance(task)
-    return export(policy, stage_dir / "model")
+    return export(policy, stage_dir / "model") if lead else stage_dir / "model"
