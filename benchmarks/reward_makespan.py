@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from vidtune.config import WorldConfig
-from vidtune.math.makespan import QUOTA_GRID, MakespanPlan, brute_force_plan, plan_reward_groups
+from vidtune.math.makespan import (QUOTA_GRID, MakespanPlan, brute_force_plan, plan_reward_groups,
+                                   random_profiles)
 from vidtune.rewards.compose import RewardSpec, build, compose
 from vidtune.runtime import RewardPool, describe
 from vidtune.runtime.worker import set_thread_budget
@@ -39,16 +40,6 @@ from vidtune.world.render import render
 
 HEADS = [RewardSpec("verifier"), RewardSpec("motion_smoothness"), RewardSpec("freeze"),
          RewardSpec("gravity", {"not_applicable": 1.0})]
-
-
-def random_profiles(rng: np.random.Generator, n: int) -> dict[str, list[float]]:
-    """§9 property 2: C_w(q) = b·(o + (1 − o)·max(1, q_sat/q)^α)·(1 + 3 % noise), running minimum over q."""
-    out = {}
-    for w in range(n):
-        b, o, q_sat, alpha = rng.uniform(0.2, 5.0), rng.uniform(0.0, 0.6), rng.uniform(0.1, 1.0), rng.uniform(0.5, 1.5)
-        c = [b * (o + (1 - o) * max(1.0, q_sat / q) ** alpha) * (1 + 0.03 * rng.uniform(-1, 1)) for q in QUOTA_GRID]
-        out[f"w{w}"] = list(np.minimum.accumulate(c))
-    return out
 
 
 def fixed_serial(profiles: dict[str, list[float]], best: bool) -> MakespanPlan:

@@ -17,23 +17,13 @@ from vidtune.math.makespan import (
     group_cost,
     mps_percentage,
     plan_reward_groups,
+    random_profiles,
 )
 
 
 def _profile(base: float, sat: float) -> list[float]:
     """C(q) = base·max(1, sat/q): linear speed-up until the worker saturates at quota ``sat``."""
     return [base * max(1.0, sat / q) for q in QUOTA_GRID]
-
-
-def _random_instance(rng: np.random.Generator, n: int) -> dict[str, list[float]]:
-    """§9 property 2 profiles: C_w(q) = b_w·(o_w + (1 − o_w)·max(1, q_sat/q)^α)·(1 + 3 % noise), made
-    non-increasing in q by a running minimum from q = 0.1 upwards."""
-    out = {}
-    for w in range(n):
-        b, o, q_sat, alpha = rng.uniform(0.2, 5.0), rng.uniform(0.0, 0.6), rng.uniform(0.1, 1.0), rng.uniform(0.5, 1.5)
-        c = [b * (o + (1 - o) * max(1.0, q_sat / q) ** alpha) * (1 + 0.03 * rng.uniform(-1, 1)) for q in QUOTA_GRID]
-        out[f"w{w}"] = list(np.minimum.accumulate(c))
-    return out
 
 
 def _exhaustive_group_cost(rows) -> float:
@@ -129,7 +119,7 @@ def test_properties_1_2_3_against_brute_force():
     rng = np.random.default_rng(2024)
     start, worst = time.perf_counter(), 0.0
     for i in range(600):
-        profiles = _random_instance(rng, 2 + i % 5)
+        profiles = random_profiles(rng, 2 + i % 5)
         plan, best = plan_reward_groups(profiles), brute_force_plan(profiles)
         assert plan.makespan <= plan.serial_makespan + 1e-12
         assert best.makespan <= plan.makespan + 1e-12
@@ -149,7 +139,7 @@ def test_search_can_fail_where_it_should_find_more_than_greedy():
 def test_deterministic_in_name_order():
     """The plan depends on names and profiles only: the same instance given in reversed insertion order yields the
     identical plan, groups listed in name order."""
-    profiles = _random_instance(np.random.default_rng(3), 6)
+    profiles = random_profiles(np.random.default_rng(3), 6)
     a = plan_reward_groups(profiles)
     b = plan_reward_groups(dict(reversed(list(profiles.items()))))
     assert a == b

@@ -195,3 +195,14 @@ def mps_percentage(q: float) -> int:
     if not 0 < q <= 1:
         raise ValueError(f"quota must satisfy 0 < q <= 1, got {q}")
     return min(100, max(1, math.ceil(100 * q - 1e-9)))
+
+
+def random_profiles(rng, n: int) -> dict[str, list[float]]:
+    """ALGORITHMS.md §9 property 2 generator: C_w(q) = b_w·(o_w + (1 − o_w)·max(1, q_sat/q)^α)·(1 + 3 % noise) on
+    Q, made non-increasing in q by a running minimum from q = 0.1 upwards (``rng``: a numpy Generator)."""
+    out = {}
+    for w in range(n):
+        b, o, q_sat, alpha = rng.uniform(0.2, 5.0), rng.uniform(0.0, 0.6), rng.uniform(0.1, 1.0), rng.uniform(0.5, 1.5)
+        c = [b * (o + (1 - o) * max(1.0, q_sat / q) ** alpha) * (1 + 0.03 * rng.uniform(-1, 1)) for q in QUOTA_GRID]
+        out[f"w{w}"] = [min(c[: k + 1]) for k in range(len(c))]
+    return out
