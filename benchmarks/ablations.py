@@ -4,6 +4,7 @@ with overrides and is evaluated on the fixed eval set. Results append to benchma
 
     .venv/bin/python benchmarks/ablations.py sft            # SFT seeds, structure weighting, physics branch
     .venv/bin/python benchmarks/ablations.py grpo --init runs/shapeworld/sft/model --seeds 0 1 2 [--only grpo grpo_vipo]
+    .venv/bin/python benchmarks/ablations.py dpo --init runs/shapeworld/grpo/model --seeds 0 1 2 --set $DPO_PAIRS
 
 Rows are keyed "<variant>_seed<k>"; a rerun skips the ones already in the output file.
 """
@@ -47,7 +48,35 @@ VARIANTS = {
         "grpo_noisy": [NOISY_HEAD],
         "grpo_noisy_bpgo": [NOISY_HEAD, "grpo.bpgo.enabled=true"],
     },
+    # pair sources (ALGORITHMS.md §8.2); the thresholds are set for every variant with --set (see docs/results.md)
+    "dpo": {
+        "start": None,  # the --init checkpoint itself, evaluated once (no DPO)
+        "dpo_synthetic": ["dpo.pairs.on_policy=false"],
+        "dpo_on_policy": ["dpo.pairs.synthetic=[]"],
+        "dpo_both": [],
+    },
 }
+
+
+def pair_counts(stage_dir: Path) -> dict[str, int]:
+    """Pairs per source in the DPO stage's pair file (``on_policy``, ``synthetic/reverse``, …)."""
+    counts: dict[str, int] = {}
+    path = stage_dir / "pairs.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        src = json.loads(line).get("source", "unknown")
+        counts[src] = counts.get(src, 0) + 1
+    return counts
+
+
+def train(stage: str, recipe, name: str, init: str | None) -> Path:
+    """Run one stage of ``recipe`` from ``init``; returns the exported model folder."""
+    if stage == "sft":
+        from vidtune.stages.sft import run
+    elif stage == "grpo":
+        from vidtune.stages.grpo import run
+    else:
+        from vidtune.stages.dpo import run
+    return run(recipe, Path(recipe.run.out_dir) / name, init=init, progress=False)
 
 
 def main() -> None:
@@ -62,26 +91,27 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    jobs = [(f"{variant}_seed{seed}", variant, [*overrides, *args.set, f"run.seed={seed}"])
+    jobs = [(f"{args.stage}_{variant}" if overrides is None else f"{variant}_seed{seed}", variant,
+             None if overrides is None else [*overrides, *args.set, f"run.seed={seed}"])
             for seed in args.seeds for variant, overrides in VARIANTS[args.stage].items()
-            if not args.only or variant in args.only]
+            if (not args.only or variant in args.only) and (overrides is not None or seed == args.seeds[0])]
     done = {json.loads(line)["variant"] for line in out.read_text().splitlines()} if out.exists() else set()
     for name, variant, overrides in jobs:
         if name in done:  # resumable: a finished (variant, seed) is not run again
             continue
-        recipe = load_recipe(None, [*overrides, f"run.name={name}", "run.out_dir=/tmp/vidtune_ablations"])
+        recipe = load_recipe(None, [*(overrides or args.set), f"run.name={name}", "run.out_dir=/tmp/vidtune_ablations"])
         t0 = time.time()
-        if args.stage == "sft":
-            from vidtune.stages.sft import run
-        else:
-            from vidtune.stages.grpo import run
-        model = run(recipe, Path(recipe.run.out_dir) / name, init=args.init, progress=False)
+        model = args.init if overrides is None else train(args.stage, recipe, name, args.init)
         train_s = time.time() - t0
         res = evaluate.evaluate_policy(load_tiny(model), recipe, progress=False)
-        row = {"variant": name, "group": variant, "seed": recipe.run.seed, "stage": args.stage,
+        row = {"variant": name, "group": f"{args.stage}_{variant}" if overrides is None else variant,
+               "seed": recipe.run.seed, "stage": args.stage,
                "overrides": overrides, "init": args.init,
                "train_seconds": train_s, "summary": res["summary"], "slices": res["slices"],
                "vbench_total": res["vbench"]["total"], "vbench_quality": res["vbench"]["quality"]}
+        if args.stage == "dpo" and overrides is not None:
+            row["pairs"] = pair_counts(Path(recipe.run.out_dir) / name / "dpo")
+            row["skipped"] = (Path(recipe.run.out_dir) / name / "dpo" / "SKIPPED").exists()
         if args.physics or "physics" in name:
             row["physics_flow"] = physics_flow_metrics(load_tiny(model), recipe)
         with open(out, "a") as f:

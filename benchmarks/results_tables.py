@@ -15,6 +15,8 @@ from pathlib import Path
 
 ATOMS = ["verifier", "atom/motion", "atom/camera", "atom/order", "atom/colour", "atom/shape", "atom/count",
          "clean", "structure_psi"]
+DPO_KEYS = ["verifier", "critic/freeze", "critic/gravity", "vbench/motion_smoothness", "vbench/temporal_flickering",
+            "vbench/dynamic_degree", "clean"]
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447}
 
 
@@ -90,3 +92,7 @@ if __name__ == "__main__":
                        "vbench_total": evals["sft"]["vbench"]["total"]})
     print("## GRPO variants, held-out\n" + grouped(abl, "grpo", ["verifier", "scorer", "vbench_total", "atom/motion",
                                                                   "atom/colour", "clean"], "heldout"))
+    print("## DPO pair sources, held-out\n" + grouped(abl, "dpo", DPO_KEYS, "heldout"))
+    print("## DPO pair sources, all prompts\n" + grouped(abl, "dpo", DPO_KEYS, "all"))
+    print("## DPO pairs per run\n" + "".join(f"- {r['variant']}: {r.get('pairs')}\n" for r in abl
+                                               if r["stage"] == "dpo" and "pairs" in r))

@@ -66,6 +66,10 @@ class ModelConfig(Section):
     text_layers: int = Field(2, ge=0, description="Layers of the text encoder.")
     text_len: int = Field(16, ge=4, description="Maximum prompt length in tokens.")
     mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden size / width.")
+    refiner: int | None = Field(
+        None, ge=0, description="Channels of the pixel-space refiner head (models/refiner.py; 0 = none). null: as the "
+        "init checkpoint has it (none for a random init); a number on an init without one grows it (output "
+        "unchanged at first), on an init with a different one is an error.")
     init: str | None = Field(
         "builtin:base", description="Weights to start from: a model folder, 'builtin:base' (shipped) or null (random)."
     )

@@ -75,3 +75,40 @@ def test_bad_checkpoint_folders(tmp_path):
 def test_unknown_prompt_word_is_named(tiny_policy):
     with pytest.raises(VidtuneError, match="'dragon'"):
         tiny_policy.encode_prompts(["a red dragon"])
+
+
+def test_refiner_grows_without_changing_outputs_then_learns_and_round_trips(tiny_policy, tmp_path):
+    x = torch.randn(2, 3, 4, 16, 16)
+    cond = tiny_policy.encode_prompts(["a red circle", "two small blue squares fall"], images=torch.rand(2, 3, 16, 16))
+    t = torch.tensor([0.3, 0.9])
+    with torch.no_grad():
+        tiny_policy.net.final.weight.normal_()
+        before = tiny_policy.velocity(x, t, cond)
+        tiny_policy.attach_refiner(8)
+        assert torch.equal(tiny_policy.velocity(x, t, cond), before)  # zero-initialised conv₃ and FiLM
+    assert tiny_policy.config.refiner == 8 and tiny_policy.net.refiner in tiny_policy.net.decoder_modules()
+    loss = tiny_policy.velocity(x, t, cond).square().mean()
+    loss.backward()
+    assert tiny_policy.net.refiner.conv3.weight.grad.abs().sum() > 0  # the zero layer receives gradient
+    with torch.no_grad():
+        tiny_policy.net.refiner.conv3.weight.normal_()
+        changed = tiny_policy.velocity(x, t, cond)
+        assert not torch.allclose(changed, before)
+        loaded = load_tiny(tiny_policy.save_pretrained(tmp_path / "m"))
+        assert loaded.config.refiner == 8 and torch.equal(loaded.velocity(x, t, cond), changed)
+    with pytest.raises(VidtuneError, match="already has a refiner"):
+        tiny_policy.attach_refiner(8)
+
+
+def test_pretrain_grows_a_refiner_on_its_init_and_refuses_a_mismatch(tiny_policy, tmp_path):
+    from vidtune.config import load_recipe
+    from vidtune.stages.pretrain import build_model
+
+    plain = tiny_policy.save_pretrained(tmp_path / "plain")
+    grown = build_model(load_recipe(None, [f"model.init={plain}", "model.refiner=8"]))
+    assert grown.config.refiner == 8
+    assert build_model(load_recipe(None, [f"model.init={plain}"])).config.refiner == 0
+    again = grown.save_pretrained(tmp_path / "grown")
+    assert build_model(load_recipe(None, [f"model.init={again}"])).config.refiner == 8
+    with pytest.raises(VidtuneError, match="model.refiner=16"):
+        build_model(load_recipe(None, [f"model.init={again}", "model.refiner=16"]))

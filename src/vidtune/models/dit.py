@@ -144,11 +144,17 @@ class VideoDiT(nn.Module):
             raise ValueError(f"decoder_blocks must be in [1, {len(self.blocks)}], got {decoder_blocks}")
         self.branch, self.decoder_blocks = branch, decoder_blocks
 
+    def attach_refiner(self, refiner: nn.Module) -> None:
+        """Add a pixel-space refiner after the patch decoder (models/refiner.py)."""
+        self.refiner = refiner
+
     def decoder_modules(self) -> list[nn.Module]:
-        """The output stage (ALGORITHMS.md §7.3 "decoder"): last blocks, final norm/modulation/projection, branch."""
+        """The output stage (ALGORITHMS.md §7.3 "decoder"): last blocks, final norm/modulation/projection, refiner,
+        branch."""
         n = getattr(self, "decoder_blocks", 1)
         mods = list(self.blocks[len(self.blocks) - n :]) + [self.final_ada, self.final]
-        return mods + ([self.branch] if getattr(self, "branch", None) is not None else [])
+        extra = [getattr(self, name, None) for name in ("refiner", "branch")]
+        return mods + [m for m in extra if m is not None]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
                 return_flow: bool = False):
@@ -164,4 +170,6 @@ class VideoDiT(nn.Module):
             h = block(h, c, ctx, mask)
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
         out = self.unpatchify(self.final(modulate(self.final_norm(h), shift, scale)), grid)
+        if getattr(self, "refiner", None) is not None:
+            out = self.refiner(out, x, c)
         return (out, flow) if return_flow else out

@@ -24,6 +24,7 @@ from vidtune.errors import VidtuneError
 from vidtune.math.flow_matching import velocity_from_x0
 from vidtune.models.dit import VideoDiT
 from vidtune.models.motion_branch import MotionBranch
+from vidtune.models.refiner import PixelRefiner
 from vidtune.models.policy import Cond
 from vidtune.models.text import WordTokenizer
 from vidtune.world.grammar import vocabulary
@@ -45,6 +46,7 @@ class TinyConfig:
     t_min: float = 0.05
     motion_branch: bool = False
     decoder_blocks: int = 1
+    refiner: int = 0  # channels of the pixel-space refiner (models/refiner.py); 0 = none
     vocab: tuple[str, ...] = ()
 
     @property
@@ -89,6 +91,8 @@ class TinyVideoPolicy(nn.Module):
         )
         if config.motion_branch:
             self.net.attach_branch(MotionBranch(config.hidden), config.decoder_blocks)
+        if config.refiner:
+            self.net.attach_refiner(PixelRefiner(7, 3, config.hidden, config.refiner))
 
     # ----------------------------------------------------------------------------------------- protocol
     def encode_prompts(self, prompts: list[str], images: torch.Tensor | None = None,
@@ -152,6 +156,14 @@ class TinyVideoPolicy(nn.Module):
         """Add the physics-aware branch (zero-initialised fusion: outputs unchanged) and record it in the config."""
         self.net.attach_branch(MotionBranch(self.config.hidden).to(self.device, self.dtype), decoder_blocks)
         self.config = TinyConfig(**{**asdict(self.config), "motion_branch": True, "decoder_blocks": decoder_blocks})
+
+    def attach_refiner(self, channels: int) -> None:
+        """Grow a pixel-space refiner (zero-initialised output: the model's output is unchanged) and record it in the
+        config; a model that has one already is an error."""
+        if self.config.refiner:
+            raise VidtuneError(f"this model already has a refiner ({self.config.refiner} channels)")
+        self.net.attach_refiner(PixelRefiner(7, 3, self.config.hidden, channels).to(self.device, self.dtype))
+        self.config = TinyConfig(**{**asdict(self.config), "refiner": channels})
 
     def freeze_backbone(self) -> list[torch.nn.Parameter]:
         """Freeze everything but the decoder-level modules (§7.3); returns the trainable parameters."""

@@ -18,6 +18,7 @@ from vidtune.metrics.slices import slice_table
 from vidtune.errors import VidtuneError
 from vidtune.metrics.structure import structural_instability
 from vidtune.metrics.vbench_eval import evaluate_videos
+from vidtune.rewards.base import build_reward
 from vidtune.rewards.verifier import ATOMS, COLOUR_NAMES, ShapeWorldVerifier, segment_palette
 from vidtune.sampling.ode import generate
 from vidtune.world.dataset import examples
@@ -43,14 +44,22 @@ SEMANTIC_DIMENSIONS = {"object_class": "atom/shape", "count": "atom/count", "col
                        "temporal_order": "atom/order"}
 
 
+# flow-based temporal critics (rewards/temporal.py) scored per clip; gravity is NaN for prompts without fall,
+# bounce or pour (excluded from its mean). Motion smoothness and flicker are the VBench dimensions below.
+TEMPORAL_CRITICS = ("freeze", "gravity")
+
+
 def score_videos(videos: torch.Tensor, es: EvalSet) -> dict[str, torch.Tensor]:
-    """Per-sample metrics [N]: verifier score, cleanliness, every atom (NaN where the prompt has no such atom) and
-    the structural-instability ψ of the generated clip (objects = the verifier's target-colour components)."""
+    """Per-sample metrics [N]: verifier score, cleanliness, every atom (NaN where the prompt has no such atom), the
+    structural-instability ψ of the generated clip (objects = the verifier's target-colour components) and the
+    temporal critics ``critic/freeze`` and ``critic/gravity``."""
     out = ShapeWorldVerifier()(videos, es.prompts)
     metrics = {"verifier": out.scores, "clean": torch.tensor([d.get("clean", float("nan")) for d in out.details])}
     for a in ATOMS:
         metrics[f"atom/{a}"] = out.components.get(a, torch.full((len(es.prompts),), float("nan")))
     metrics["structure_psi"] = torch.tensor([_psi(v, s) for v, s in zip(videos, es.scenes)])
+    for name in TEMPORAL_CRITICS:
+        metrics[f"critic/{name}"] = build_reward(name)(videos, es.prompts).scores
     return metrics
 
 

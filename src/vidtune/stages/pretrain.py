@@ -14,6 +14,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from vidtune.config import Recipe
+from vidtune.errors import VidtuneError
 from vidtune.models.tiny import TinyConfig, TinyVideoPolicy, load_tiny
 from vidtune.progress import make_progress
 from vidtune.stages.fm_step import draw_batch, fm_loss
@@ -22,13 +23,21 @@ from vidtune.world.dataset import captions, examples, render_bank
 
 
 def build_model(recipe: Recipe) -> TinyVideoPolicy:
+    """The model to pretrain: ``model.init`` (grown by a refiner when ``model.refiner`` asks for one it lacks) or a
+    random one of the recipe's architecture, seeded by ``run.seed``."""
     m, w = recipe.model, recipe.world
-    if m.init is not None:
-        return load_tiny(m.init)
-    cfg = TinyConfig(frames=w.frames, size=w.size, patch=m.patch, hidden=m.hidden, depth=m.depth, heads=m.heads,
-                     mlp_ratio=m.mlp_ratio, text_len=m.text_len, text_layers=m.text_layers)
     torch.manual_seed(recipe.run.seed)
-    return TinyVideoPolicy(cfg)
+    if m.init is None:
+        return TinyVideoPolicy(TinyConfig(
+            frames=w.frames, size=w.size, patch=m.patch, hidden=m.hidden, depth=m.depth, heads=m.heads,
+            mlp_ratio=m.mlp_ratio, text_len=m.text_len, text_layers=m.text_layers, refiner=m.refiner or 0))
+    policy = load_tiny(m.init)
+    have = policy.config.refiner
+    if m.refiner and not have:
+        policy.attach_refiner(m.refiner)
+    elif m.refiner is not None and m.refiner != have:
+        raise VidtuneError(f"model.refiner={m.refiner}, but model.init={m.init} has a refiner of {have} channels")
+    return policy
 
 
 def lr_at(step: int, base: float, warmup: int, total: int = 0, cooldown: int = 0) -> float:
