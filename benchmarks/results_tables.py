@@ -15,8 +15,8 @@ from pathlib import Path
 
 ATOMS = ["verifier", "atom/motion", "atom/camera", "atom/order", "atom/colour", "atom/shape", "atom/count",
          "clean", "structure_psi"]
-DPO_KEYS = ["verifier", "critic/freeze", "critic/gravity", "vbench/motion_smoothness", "vbench/temporal_flickering",
-            "vbench/dynamic_degree", "clean"]
+DPO_KEYS = ["verifier", "critic/freeze", "critic/gravity", "vbench/motion_smoothness", "vbench/dynamic_degree",
+            "clean"]
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447}
 
 
