@@ -7,9 +7,6 @@ between any two summation orders. Measured (2 steps, lr 1e-4): all but 2 of ~90k
 atol 1e-6, the worst (key biases) 1.9e-6 off, and the update Δw off by 1.2e-4 relative (Frobenius)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,10 +14,9 @@ import torch
 
 from vidtune.config import load_recipe
 from vidtune.errors import VidtuneError
-from vidtune.runtime.distributed import World, free_port
+from vidtune.runtime.distributed import World
 from vidtune.stages.sft import check_data_parallel
-
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
+from tests.integration.data_parallel import launch, tiny_model, weights
 
 
 def _overrides(model_dir: Path, out_dir: Path, name: str, steps: int) -> list[str]:
@@ -30,19 +26,6 @@ def _overrides(model_dir: Path, out_dir: Path, name: str, steps: int) -> list[st
             "sft.lr=1e-4", "sft.warmup=0", "sft.log_every=1", "sft.ckpt_every=1", "run.tensorboard=false"]
 
 
-def _sft(overrides: list[str], launcher: list[str]) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    res = subprocess.run([*launcher, "-m", "vidtune.cli", "sft", *overrides], capture_output=True, text=True,
-                         env=env, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-
-
-def _weights(model_folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(model_folder / "model.safetensors")
-
-
 def _metrics(run_dir: Path) -> list[tuple[int, float, float]]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [(r["step"], r["loss"], r["grad_norm"]) for r in rows]
@@ -50,24 +33,18 @@ def _metrics(run_dir: Path) -> list[tuple[int, float, float]]:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    from vidtune.models.tiny import TinyConfig, TinyVideoPolicy
-
-    torch.manual_seed(0)
-    m = TinyVideoPolicy(TinyConfig(frames=4, size=16, patch=(1, 8, 8), hidden=32, depth=2, heads=2, text_layers=1))
-    with torch.no_grad():
-        m.net.final.weight.normal_(std=0.05)
-    return m.save_pretrained(tmp_path_factory.mktemp("model") / "tiny")
+    return tiny_model(tmp_path_factory.mktemp("model") / "tiny")
 
 
 def test_two_ranks_with_resume_equal_one_process(model_dir, tmp_path):
-    _sft(_overrides(model_dir, tmp_path, "single", 2), [sys.executable])
+    launch("sft", _overrides(model_dir, tmp_path, "single", 2), ranks=1)
     ddp = tmp_path / "ddp"
-    _sft(_overrides(model_dir, tmp_path, "ddp", 1), [*TORCHRUN, str(free_port())])
+    launch("sft", _overrides(model_dir, tmp_path, "ddp", 1), ranks=2)
     assert json.loads((ddp / "metrics.jsonl").read_text())["step"] == 1  # rank 0 alone logs
-    _sft(_overrides(model_dir, tmp_path, "ddp", 2), [*TORCHRUN, str(free_port())])  # resumes from step 1
+    launch("sft", _overrides(model_dir, tmp_path, "ddp", 2), ranks=2)  # resumes from step 1
 
-    single, parallel = _weights(tmp_path / "single" / "sft" / "model"), _weights(ddp / "sft" / "model")
-    init = _weights(model_dir)
+    single, parallel = weights(tmp_path / "single" / "sft" / "model"), weights(ddp / "sft" / "model")
+    init = weights(model_dir)
     assert parallel.keys() == single.keys()
     d_single = torch.cat([(single[k] - init[k]).flatten() for k in init])
     d_parallel = torch.cat([(parallel[k] - init[k]).flatten() for k in init])

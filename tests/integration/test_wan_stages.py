@@ -216,9 +216,9 @@ def run_grpo_spying(recipe, run_dir: Path) -> list[tuple[list[str], torch.Tensor
     seen = []
     real = grpo.do_rollout
 
-    def spy(policy, prompts, *rest):
-        seen.append((list(prompts), rest[-1]))
-        return real(policy, prompts, *rest)
+    def spy(policy, prompts, group, spec, seed, images, *rest):
+        seen.append((list(prompts), images))
+        return real(policy, prompts, group, spec, seed, images, *rest)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(grpo, "do_rollout", spy)

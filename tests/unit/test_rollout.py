@@ -81,3 +81,21 @@ def test_rollout_rejects_noise_free_and_bad_windows():
         RolloutSpec(eta=0.0).validate()
     with pytest.raises(ConfigError, match="sde_window"):
         RolloutSpec(steps=8, sde_window=(2, 6, 8)).validate()
+
+
+def test_shards_of_whole_groups_are_the_rows_of_the_whole_rollout(tiny_policy):
+    """Data parallelism: the rollouts of rows 0–2 and 3–5 (one group of G = 3 each, ``rows=``/``batch=``) are, row
+    for row, the rollout of all 6: the same initial and SDE noise, trained transitions and log-probabilities (to
+    float rounding of the smaller velocity batch). Rows that split a group are an error."""
+    prompts, cond, shape = _setup(tiny_policy, p=2, g=3)
+    spec = RolloutSpec(steps=6)
+    whole = rollout(tiny_policy, cond, None, prompts, 3, spec, seed=4, latent_shape=shape)
+    parts = [rollout(tiny_policy, {k: v[rows] for k, v in cond.items()}, None, prompts[rows], 3, spec, seed=4,
+                     latent_shape=shape, rows=rows, batch=6) for rows in (slice(0, 3), slice(3, 6))]
+    assert [s for p in parts for s in p.seeds] == whole.seeds
+    assert torch.equal(torch.cat([p.train_steps for p in parts]), whole.train_steps)
+    assert torch.allclose(torch.cat([p.states for p in parts]), whole.states, atol=1e-6)
+    assert torch.allclose(torch.cat([p.logp_old for p in parts]), whole.logp_old, atol=1e-6)
+    with pytest.raises(ValueError, match="whole groups"):
+        rollout(tiny_policy, {k: v[1:4] for k, v in cond.items()}, None, prompts[1:4], 3, spec, seed=4,
+                latent_shape=shape, rows=slice(1, 4), batch=6)

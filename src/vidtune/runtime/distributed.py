@@ -2,6 +2,11 @@
 
 DDP averages gradients over ranks, so with equal shards of a global batch and a per-rank *mean* loss the gradients
 equal single-process gradients on the whole batch (tests/integration/test_runtime.py checks it with 2 gloo ranks).
+Stage I SFT trains under DDP. Stages II and III call ``backward`` several times per optimiser step, a number that
+may differ between ranks (GRPO's random minibatches, DPO's decoupled schedules), so they accumulate their local
+gradient and reduce it once per step with :func:`all_reduce_gradients` instead. :func:`run_as_rank` runs a stage's
+loop as one rank of a torchrun job; :func:`gather_rows`, :func:`gather_objects` and :func:`reduce_over_ranks` give
+every rank the statistics that one process would compute over the whole batch.
 
 On GPUs the same loop runs under accelerate (DDP, or FSDP for large models), launched by ``accelerate launch`` or
 ``torchrun`` (which set RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT)::
@@ -22,13 +27,18 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from vidtune.errors import VidtuneError
+
+T = TypeVar("T")
+Reduction = Literal["sum", "mean", "min", "max"]
 
 
 def free_port() -> int:
@@ -116,14 +126,91 @@ def join_launched_group(world: World, device: torch.device) -> bool:
     return True
 
 
-def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
-    """The average of a (detached) tensor over all ranks, e.g. a logged loss; the tensor itself without a process
-    group."""
+def check_world(world: World, stage: str, model_type: str, batch_key: str, batch: int) -> None:
+    """A multi-process ``stage`` needs the embedded tiny model (a Wan policy under data parallelism is not wired: its
+    frozen VAE/encoders and two experts call for FSDP or per-expert wrapping) and a batch (recipe key ``batch_key``,
+    value ``batch``) that splits into equal shards, so that averages over ranks are averages over the batch."""
+    if world.size == 1:
+        return
+    if model_type != "tiny":
+        raise VidtuneError(f"data-parallel {stage} (WORLD_SIZE={world.size}) supports the embedded tiny model only; "
+                           f"run model.type={model_type} {stage} in one process (docs/scaling.md)")
+    if batch % world.size:
+        raise VidtuneError(f"{batch_key}={batch} does not split over WORLD_SIZE={world.size} ranks; use a multiple "
+                           "of the number of processes")
+
+
+def run_as_rank(loop: Callable[[World, torch.device], T], world: World, device: torch.device) -> T:
+    """``loop(world, device)`` as this process's rank of ``world``: joins the launched process group (one device per
+    rank, :func:`rank_device`) and leaves it afterwards; the barrier of :func:`cleanup` holds the other ranks until
+    rank 0 has written the stage's outputs. A plain process runs ``loop`` as rank 0 of 1."""
+    device = rank_device(device, world)
+    joined = join_launched_group(world, device)
+    out = loop(world, device)
+    if joined:
+        cleanup()
+    return out
+
+
+def _comm_device() -> torch.device:
+    """Where collectives take their tensors: the current CUDA device under NCCL, else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def reduce_over_ranks(value: torch.Tensor, op: Reduction = "mean") -> torch.Tensor:
+    """The sum, mean, min or max of a (detached) tensor over all ranks, e.g. a logged loss or a statistic each rank
+    computed on its shard; the tensor itself without a process group. Every rank gets the same result."""
     if not dist.is_initialized():
         return value
-    out = value.detach().clone()
-    dist.all_reduce(out)
-    return out / dist.get_world_size()
+    out = value.detach().to(_comm_device(), copy=True)
+    dist.all_reduce(out, op={"sum": dist.ReduceOp.SUM, "mean": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN,
+                             "max": dist.ReduceOp.MAX}[op])
+    out = out.to(value.device)
+    return out / dist.get_world_size() if op == "mean" else out
+
+
+def gather_rows(value: torch.Tensor) -> torch.Tensor:
+    """The ranks' equal-size shards of a batch concatenated along dim 0 in rank order, i.e. the whole batch when each
+    rank holds its :func:`shard`; the tensor itself without a process group."""
+    if not dist.is_initialized():
+        return value
+    part = value.detach().to(_comm_device()).contiguous()
+    parts = [torch.empty_like(part) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, part)
+    return torch.cat(parts).to(value.device)
+
+
+def gather_objects(obj: T) -> list[T]:
+    """Every rank's (picklable) ``obj`` in rank order, e.g. dicts of counters whose keys may differ between ranks;
+    ``[obj]`` without a process group."""
+    if not dist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_gradients(params: Iterable[nn.Parameter], op: Literal["sum", "mean"]) -> None:
+    """Replace each parameter's ``.grad`` by its sum (or mean) over all ranks, once per optimiser step.
+
+    The local gradient may have been accumulated over any number of backward passes, and that number may differ
+    between ranks: the reduction is linear, so reducing the accumulated gradient equals reducing every backward's
+    (which DDP does, but only when every rank runs the same forward/backward sequence). ``sum`` suits losses that
+    the ranks' shares add up to (each rank normalised by the whole batch), ``mean`` per-rank means over equal
+    shards. A parameter without a gradient on some rank counts as zero there; one without a gradient on every rank
+    keeps ``None`` (as in one process, the optimiser then skips it). All gradients travel in one flat buffer per
+    dtype. No-op without a process group."""
+    if not dist.is_initialized():
+        return
+    params = [p for p in params if p.requires_grad]
+    has = reduce_over_ranks(torch.tensor([p.grad is not None for p in params], dtype=torch.int32), "max")
+    used = [p for p, h in zip(params, has.tolist()) if h]
+    for dtype in sorted({p.dtype for p in used}, key=str):
+        group = [p for p in used if p.dtype == dtype]
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in group])
+        flat = reduce_over_ranks(flat, op)
+        for p, g in zip(group, flat.split([p.numel() for p in group])):
+            p.grad = g.view_as(p).to(p.device)
 
 
 def shard(n: int, rank: int, world_size: int) -> slice:

@@ -97,21 +97,31 @@ def _sigmas(spec: RolloutSpec, grid: torch.Tensor, noisy: torch.Tensor) -> torch
 
 @torch.no_grad()
 def rollout(policy: VideoPolicy, cond: Cond, uncond: Cond | None, prompts: list[str], group_size: int,
-            spec: RolloutSpec, seed: int, latent_shape: Sequence[int]) -> Rollout:
+            spec: RolloutSpec, seed: int, latent_shape: Sequence[int], rows: slice = slice(None),
+            batch: int | None = None) -> Rollout:
     """G rollouts per prompt (``cond``/``prompts`` already repeated G times, prompt-major) with stored states,
     σ_s and ``logp_old`` of every trained transition (§1 steps 1–5). States and log-probabilities are on the
-    policy's device; the noise is drawn by CPU generators, so it does not depend on the device."""
+    policy's device; the noise is drawn by CPU generators, so it does not depend on the device.
+
+    Data parallelism: ``prompts``/``cond``/``uncond`` may hold the rows ``rows`` (whole groups) of a batch of
+    ``batch`` samples (default: they are the batch). The draws are those of the whole batch: the noisy set and the
+    trained transitions come from the batch generator drawn for all ``batch`` samples and sliced, the initial and
+    SDE noise from per-sample seeds of the global row index. So the ranks' rollouts together are, row for row, the
+    single-process rollout (to float rounding of the batched velocity)."""
     spec.validate()
-    b = len(prompts)
-    if b % group_size:
-        raise ValueError(f"batch {b} is not a multiple of the group size {group_size}")
+    b, total = len(prompts), len(prompts) if batch is None else batch
+    index = range(total)[rows]
+    if len(index) != b:
+        raise ValueError(f"{b} prompts for the {len(index)} rows {rows} of a batch of {total}")
+    if total % group_size or b % group_size or index.start % group_size:
+        raise ValueError(f"batch {total} (rows {rows}) is not made of whole groups of the group size {group_size}")
     batch_gen = torch.Generator().manual_seed(seed)
     grid = time_grid(spec.steps, spec.shift)
     noisy = noisy_set(spec, batch_gen)
     sigmas = _sigmas(spec, grid, noisy)
-    train = trainable_steps(spec, noisy, b, batch_gen)
-    init_seeds = [seed * 7919 + (i // group_size if spec.share_init_noise else i) * 104729 + 1 for i in range(b)]
-    sample_gens = [torch.Generator().manual_seed(seed * 15485863 + i * 2 + 1) for i in range(b)]
+    train = trainable_steps(spec, noisy, total, batch_gen)[rows]
+    init_seeds = [seed * 7919 + (i // group_size if spec.share_init_noise else i) * 104729 + 1 for i in index]
+    sample_gens = [torch.Generator().manual_seed(seed * 15485863 + i * 2 + 1) for i in index]
 
     x = seeded_noise(init_seeds, tuple(latent_shape), device=policy.device)
     states = [x]

@@ -5,6 +5,12 @@ JSONL), are written to ``<run>/dpo/pairs.jsonl`` (+ clips) for inspection, and w
 have one. Each step draws one t and one ε per pair (shared by winner and loser), anneals β, and accumulates the
 gradient with the configured backward schedule (stages/dpo_step.py). Full fine-tune against a frozen copy, or LoRA
 (``dpo.lora_rank``) against the same network with adapters disabled. Resumable; exports ``<run>/dpo/model``.
+
+Data parallel: launched by ``torchrun --nproc_per_node N -m vidtune.cli dpo …`` rank 0 builds and writes the pairs
+while the other ranks wait, then every rank trains on the same file. Each step's pairs, times, windows and noise are
+drawn for the whole ``dpo.batch_size`` batch and every rank computes the loss and its gradient on its equal shard;
+the gradients are averaged over the ranks once per step, after the step's backward passes (:func:`train`), so the
+update is the single-process update to float rounding. Rank 0 alone logs, checkpoints and exports.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from vidtune.errors import VidtuneError
 from vidtune.rewards.compose import RewardSpec, build, compose
 from vidtune.rewards.verifier import ShapeWorldVerifier
 from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
+from vidtune.runtime.distributed import (World, all_reduce_gradients, check_world, gather_objects, launched_world,
+                                         reduce_over_ranks, run_as_rank, shard)
 from vidtune.sampling.ode import generate
 from vidtune.stages.dpo_step import DPOBatch, dpo_step
 from vidtune.stages.sft import export
@@ -130,45 +138,95 @@ def pair_weight_vector(pairs: list[PreferencePair], drop_q: float) -> tuple[list
     return keep, torch.tensor([w[i] for i in keep], dtype=torch.float32)
 
 
-def too_few_pairs(policy, n: int, counts: dict, recipe: Recipe, stage_dir: Path, metrics: MetricsWriter) -> Path:
+def too_few_pairs(policy, n: int, counts: dict, recipe: Recipe, stage_dir: Path, metrics: MetricsWriter, *,
+                  lead: bool) -> Path:
     """``dpo.on_too_few``: fail naming the counts, or skip the stage — the Stage II model is exported unchanged as
-    the stage's model, ``dpo/SKIPPED`` says why and metrics.jsonl gets one ``skipped`` row."""
+    the stage's model, ``dpo/SKIPPED`` says why and metrics.jsonl gets one ``skipped`` row. Data parallel: every
+    rank fails alike; only the ``lead`` rank (0) records and exports, the others get the export's path."""
     msg = (f"only {n} usable preference pairs (dpo.min_pairs = {recipe.dpo.min_pairs}; built: {counts}); loosen "
            "dpo.pairs thresholds (good_min, q_gap, sem_tol) or add sources (dpo.pairs.human)")
     if recipe.dpo.on_too_few == "error":
         raise VidtuneError(msg)
+    if not lead:
+        return stage_dir / "model"
     print(f"[warning] dpo skipped: {msg}")
     (stage_dir / "SKIPPED").write_text(msg + "\n")
     metrics.log(0, skipped=1, pairs=n)
     return export(policy, stage_dir / "model")
 
 
+def pair_batch(step: int, recipe: Recipe, x0_w: torch.Tensor, x0_l: torch.Tensor, omega: torch.Tensor,
+               prompts: list[str], policy, rows: slice) -> DPOBatch:
+    """The rows ``rows`` (a rank's :func:`shard`; all of them in one process) of step ``step``'s batch of
+    ``dpo.batch_size`` pairs, on the policy's device. Pairs, flow times, temporal windows and noise are a pure
+    function of (seed, step), so a resumed run replays them; they are drawn on the CPU for the whole batch and
+    sliced, and ω is normalised to mean 1 over the whole batch, so the ranks' shards make up the single-process
+    batch."""
+    cfg, device = recipe.dpo, policy.device
+    g = torch.Generator().manual_seed(recipe.run.seed * 3_000_017 + step)
+    idx = torch.randint(len(prompts), (cfg.batch_size,), generator=g)
+    t = sample_t(cfg.batch_size, g, cfg.t_sampler)
+    starts = window_starts(len(idx), x0_w.shape[2], cfg.grad_frames, g)
+    xw, xl = (clip_view(x[idx[rows]], starts[rows], cfg.grad_frames, cfg.grad_downsample) for x in (x0_w, x0_l))
+    eps = torch.randn((cfg.batch_size, *xw.shape[1:]), generator=g)[rows].to(device)
+    weights = omega[idx] / omega[idx].mean()
+    return DPOBatch(xw, xl, policy.encode_prompts([prompts[i] for i in idx[rows].tolist()]), t[rows].to(device),
+                    eps, weights[rows].to(device))
+
+
+def check_data_parallel(recipe: Recipe, world: World) -> None:
+    """A multi-process DPO job needs the tiny model and a ``dpo.batch_size`` that splits evenly over the ranks."""
+    check_world(world, "DPO", recipe.model.type, "dpo.batch_size", recipe.dpo.batch_size)
+
+
 def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: bool = True) -> Path:
-    cfg, seed = recipe.dpo, recipe.run.seed
+    """Train Stage III and export its model folder (see the module docstring); in a torchrun job every rank calls
+    this and gets the export's path once rank 0 has written it."""
+    world = launched_world()
+    check_data_parallel(recipe, world)
+    return run_as_rank(lambda w, d: train(recipe, run_dir, init, progress, w, d), world,
+                       resolve_device(recipe.run.device))
+
+
+def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool, world: World,
+          device: torch.device) -> Path:
+    """The DPO loop of one rank of ``world`` (rank 0 of 1 in a single process).
+
+    Gradient synchronisation: the decoupled schedules (``dpo.backward`` retain / recompute) call ``backward`` twice
+    per step, winner then loser, while DDP expects one backward per forward of the wrapped module and all-reduces
+    in each (``no_sync`` would have to wrap all but the last, and the forwards would have to go through the
+    wrapper). So the policy is not wrapped in DDP: each rank accumulates the gradient of its shard over all of the
+    step's backward passes, and :func:`all_reduce_gradients` then averages it over the ranks, once, before
+    clipping. Every schedule computes per-rank means over equal shards (the loss (1/N)·Σ ω·ℓ, and the decoupled
+    coefficients η carry the same 1/N), so the average is the whole batch's gradient, and all ranks clip and step
+    with the same gradient."""
+    cfg = recipe.dpo
+    lead = world.rank == 0
+    progress = progress and lead
     torch.set_num_threads(recipe.run.threads)
-    device = resolve_device(recipe.run.device)
     stage_dir = make_run_dir(Path(run_dir) / "dpo")
     pair_file = stage_dir / "pairs.jsonl"
-    candidates = None if pair_file.exists() else candidate_prompts(recipe)  # a bad prompts file fails before loading
+    fresh = not pair_file.exists()
+    candidates = candidate_prompts(recipe) if fresh else None  # a bad prompts file fails before loading
     metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "dpo", tensorboard=recipe.run.tensorboard)
     policy = load_policy(init or recipe, recipe.model.options)
     if cfg.lora_rank:
-        attach_lora(policy, cfg.lora_rank, cfg.lora_targets, seed=seed + 13)
+        attach_lora(policy, cfg.lora_rank, cfg.lora_targets, seed=recipe.run.seed + 13)
     policy.to(device)  # after LoRA: the adapters' initial values do not depend on the device
     reference = reference_policy(policy)  # π_ref = the Stage II checkpoint (adapters disabled, or a frozen copy)
-    if candidates is None:
-        pairs, _ = read_pairs(pair_file)
-        counts = {}
-    else:
-        pairs, counts = build_pairs(policy.eval(), candidates, recipe, progress)
-        if len(pairs) < cfg.min_pairs:
-            return too_few_pairs(policy, len(pairs), counts, recipe, stage_dir, metrics)
-        write_pairs(pairs, pair_file)
-        pairs, _ = read_pairs(pair_file)  # train on exactly what the file holds
+    built, counts = [], {}
+    if fresh and lead:
+        built, counts = build_pairs(policy.eval(), candidates, recipe, progress)
+        if len(built) >= cfg.min_pairs:
+            write_pairs(built, pair_file)
+    n_built, counts = gather_objects((len(built), counts))[0]  # the others wait for rank 0's pairs, take its counts
+    if not pair_file.exists():  # too few pairs were built
+        return too_few_pairs(policy, n_built, counts, recipe, stage_dir, metrics, lead=lead)
+    pairs, _ = read_pairs(pair_file)  # train on exactly what the file holds
     keep, omega = pair_weight_vector(pairs, cfg.drop_q)
     pairs = [pairs[i] for i in keep]
     if len(pairs) < cfg.min_pairs:
-        return too_few_pairs(policy, len(pairs), counts, recipe, stage_dir, metrics)
+        return too_few_pairs(policy, len(pairs), counts, recipe, stage_dir, metrics, lead=lead)
     x0_w = policy.encode_video(torch.stack([p.chosen for p in pairs])).to(device)
     x0_l = policy.encode_video(torch.stack([p.rejected for p in pairs])).to(device)
     prompts = [p.prompt for p in pairs]
@@ -182,36 +240,35 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
         load_trainable_state(policy, state["model"])
         opt.load_state_dict(state["opt"])
         start = state["step"]
-    print(f"dpo: {len(pairs)} pairs ({counts}), batch {cfg.batch_size}, steps {start}→{cfg.steps}, "
-          f"β0 {cfg.beta} ({cfg.beta_schedule}, κ={cfg.kappa}), backward {cfg.backward}")
+    rows = shard(cfg.batch_size, world.rank, world.size)
+    if lead:
+        print(f"dpo: {len(pairs)} pairs ({counts}), batch {cfg.batch_size} over {world.size} process(es), steps "
+              f"{start}→{cfg.steps}, β0 {cfg.beta} ({cfg.beta_schedule}, κ={cfg.kappa}), backward {cfg.backward}")
+        rewind_metrics(metrics.path, "dpo", start)
     t_last = time.time()
-    rewind_metrics(metrics.path, "dpo", start)
     with make_progress() as bar:
         task = bar.add_task("dpo", total=cfg.steps, completed=start, info="", visible=progress)
         for step in range(start, cfg.steps):
-            g = torch.Generator().manual_seed(seed * 3_000_017 + step)
-            idx = torch.randint(len(pairs), (cfg.batch_size,), generator=g)
-            t = sample_t(cfg.batch_size, g, cfg.t_sampler)
-            starts = window_starts(len(idx), x0_w.shape[2], cfg.grad_frames, g)
-            xw, xl = (clip_view(x[idx], starts, cfg.grad_frames, cfg.grad_downsample) for x in (x0_w, x0_l))
-            eps = torch.randn(xw.shape, generator=g).to(device)  # drawn on the CPU: the same on every device
-            batch = DPOBatch(xw, xl, policy.encode_prompts([prompts[i] for i in idx.tolist()]), t.to(device),
-                             eps, (omega[idx] / omega[idx].mean()).to(device))
+            batch = pair_batch(step, recipe, x0_w, x0_l, omega, prompts, policy, rows)
             beta = dynamic_beta(step, cfg.beta, cfg.steps, cfg.kappa, cfg.beta_schedule)
             opt.zero_grad(set_to_none=True)
             out = dpo_step(policy, reference, batch, beta=beta, beta_t=cfg.beta_t, form=cfg.form,
                            schedule=cfg.backward)
+            all_reduce_gradients(params, "mean")
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             opt.step()
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-                metrics.log(step + 1, loss=float(out.loss), implicit_accuracy=float(out.accuracy),
-                            margin=float(out.margin), winner_gap=float(out.winner_gap),
-                            loser_gap=float(out.loser_gap), beta=beta, grad_norm=float(gnorm),
-                            step_time=(time.time() - t_last) / cfg.log_every)
+                means = reduce_over_ranks(torch.stack([out.loss, out.accuracy, out.margin, out.winner_gap,
+                                                       out.loser_gap]))  # means over equal shards: batch means
+                loss, accuracy, margin, winner_gap, loser_gap = means.tolist()
+                if lead:
+                    metrics.log(step + 1, loss=loss, implicit_accuracy=accuracy, margin=margin,
+                                winner_gap=winner_gap, loser_gap=loser_gap, beta=beta, grad_norm=float(gnorm),
+                                step_time=(time.time() - t_last) / cfg.log_every)
                 t_last = time.time()
-                bar.update(task, info=f"acc {float(out.accuracy):.2f}")
-            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+                bar.update(task, info=f"acc {accuracy:.2f}")
+            if lead and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps):
                 atomic_torch_save({"model": trainable_state(policy), "opt": opt.state_dict(), "step": step + 1},
                                   ckpt)
             bar.advance(task)
-    return export(policy, stage_dir / "model")
+    return export(policy, stage_dir / "model") if lead else stage_dir / "model"

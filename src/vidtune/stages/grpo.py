@@ -5,10 +5,18 @@ rewards and gates (rewards/compose.py) → combination / BPGO / advantages (stag
 (math/vipo.py) → clipped surrogate (+ KL to the reference) per (micro-batch, transition), accumulated into one
 optimiser step per minibatch (math/grpo_loss.py). Every random choice is a function of (seed, iteration), and
 checkpoints hold the policy, optimiser and signal state, so a resumed run equals an uninterrupted one.
+
+Data parallel: launched by ``torchrun --nproc_per_node N -m vidtune.cli grpo …`` every rank rolls out whole prompt
+groups (its shard of the iteration's P prompts) with the single-process random draws, scores them, and all-gathers
+the rewards, so the combination, advantages and every batch statistic (curriculum, min-norm weights, BPGO k and
+priors, logged means) are computed on the whole batch, as in one process. Each rank back-propagates its rows of each
+minibatch and the gradients are summed once per optimiser step (runtime/distributed.all_reduce_gradients), so the
+update is the single-process update to float rounding; rank 0 alone logs, checkpoints and exports (docs/scaling.md).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from itertools import product
 from pathlib import Path
@@ -17,6 +25,7 @@ import torch
 
 from vidtune.config import GRPOConfig, Recipe, RewardConfig
 from vidtune.data.prompts import PromptSource, check_prompts, first_frame_files, load_first_frames, read_prompts
+from vidtune.errors import VidtuneError
 from vidtune.math.grpo_loss import grpo_objective, kl_to_reference
 from vidtune.math.vipo import dense_advantage, vipo_map_batch
 from vidtune.models.factory import (attach_lora, load_policy, load_trainable_state, prompt_checker,
@@ -25,6 +34,8 @@ from vidtune.progress import make_progress
 from vidtune.rewards.compose import Composite, GateSpec, RewardSpec, build
 from vidtune.runtime import make_reward_pool
 from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
+from vidtune.runtime.distributed import (World, all_reduce_gradients, check_world, gather_objects, gather_rows,
+                                         launched_world, reduce_over_ranks, run_as_rank, shard)
 from vidtune.sampling.ode import guided_velocity
 from vidtune.sampling.rollout import RolloutSpec, rollout, transition_eval
 from vidtune.stages.grpo_signal import SignalState, compute_signal
@@ -32,6 +43,9 @@ from vidtune.stages.sft import export
 from vidtune.types import Rollout
 from vidtune.world.dataset import examples
 from vidtune.world.grammar import caption
+
+BATCH_STREAM_REWARDS = ("noisy",)  # rewards that draw from one random stream over each scored batch
+RATIO_MEANS = ("clip_fraction", "approx_kl", "kl_ref")  # update statistics logged as means over valid samples
 
 
 def build_composite(cfg: RewardConfig) -> Composite:
@@ -76,30 +90,35 @@ def iteration_prompts(pool: list[str], it: int, seed: int, p: int) -> list[int]:
 
 
 def do_rollout(policy, prompts: list[str], group: int, spec: RolloutSpec, seed: int,
-               images: torch.Tensor | None = None) -> tuple[Rollout, dict, dict]:
+               images: torch.Tensor | None = None, rows: slice = slice(None),
+               batch: int | None = None) -> tuple[Rollout, dict, dict]:
     """G rollouts of each prompt, conditioned (I2V) on its first frame ``images`` [P, 3, H, W] when given, which the
-    unconditional branch keeps as well."""
+    unconditional branch keeps as well. Data parallel: the prompts' rollouts are the rows ``rows`` of a batch of
+    ``batch`` (sampling/rollout.py)."""
     rep = [p for p in prompts for _ in range(group)]
     img = None if images is None else images.repeat_interleave(group, 0)
     cond = policy.encode_prompts(rep, images=img)
     uncond = policy.encode_prompts([""] * len(rep), images=img) if spec.guidance != 1.0 else None
     c = policy.config
-    ro = rollout(policy, cond, uncond, rep, group, spec, seed, policy.latent_shape(c.frames, c.height, c.width))
+    ro = rollout(policy, cond, uncond, rep, group, spec, seed, policy.latent_shape(c.frames, c.height, c.width),
+                 rows, batch)
     return ro, cond, uncond
 
 
 def reference_prior(ref, pool: PromptSource, cfg: GRPOConfig, spec: RolloutSpec, rewarder, seed: int,
-                    progress: bool) -> torch.Tensor:
-    """BPGO t2v_reference prior: mean training reward of n_prior rollout-sampler samples per prompt (§3)."""
+                    progress: bool, world: World) -> torch.Tensor:
+    """BPGO t2v_reference prior: mean training reward of n_prior rollout-sampler samples per prompt (§3). Each
+    prompt's samples depend on its index only, so rank r of ``world`` scores the prompts i ≡ r (mod world size) and
+    the ranks add up their parts (zero elsewhere): every rank gets the single-process prior."""
     from vidtune.progress import track
 
-    out = []
-    for i in track(range(len(pool.prompts)), "BPGO prior", disable=not progress):
+    out = torch.zeros(len(pool.prompts))
+    for i in track(range(world.rank, len(pool.prompts), world.size), "BPGO prior", disable=not progress):
         prompt = pool.prompts[i]
         ro, _, _ = do_rollout(ref, [prompt], cfg.bpgo.n_prior, spec, seed + 17 * i, pool_images(pool, [i], ref))
         scored = rewarder(ref.decode(ro.final).cpu(), [prompt] * cfg.bpgo.n_prior)
-        out.append(float(torch.nanmean(scored.scalar)))
-    return torch.tensor(out)
+        out[i] = float(torch.nanmean(scored.scalar))
+    return reduce_over_ranks(out, "sum")
 
 
 def vipo_extractor(spec: str, device: torch.device):
@@ -123,34 +142,49 @@ def vipo_extractor(spec: str, device: torch.device):
 def vipo_maps(extractor, videos: torch.Tensor, cfg: GRPOConfig, latent_fhw,
               layout: tuple[str, int]) -> tuple[torch.Tensor, dict]:
     """ViPO maps [B, F, H, W] on the latent grid ``latent_fhw``, frames aligned by the policy's time ``layout``
-    (models/factory.vipo_time_layout), and their logs."""
+    (models/factory.vipo_time_layout), and their logs. A map depends on its own video only; under data parallelism
+    the logs cover the whole batch (counts summed, the mean averaged over the ranks' equal shards)."""
     feats, cover = extractor.features(videos)
     vae, stride = layout
     vb = vipo_map_batch(feats, cover, latent_fhw, vae=vae, stride=stride, k=cfg.vipo.k, sigma=cfg.vipo.sigma,
                         renorm=cfg.vipo.renorm)
-    logs = {"vipo/fallback": sum(f is not None for f in vb.fallback), "vipo/const_frame": sum(vb.const_frames),
-            "vipo/map_mean": float(vb.map.mean())}
+    counts = torch.tensor([sum(f is not None for f in vb.fallback), sum(vb.const_frames)])
+    fallback, const = reduce_over_ranks(counts, "sum").tolist()
+    logs = {"vipo/fallback": fallback, "vipo/const_frame": const,
+            "vipo/map_mean": float(reduce_over_ranks(vb.map.mean()))}
     return vb.map.float(), logs
 
 
 def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid: torch.Tensor, cfg: GRPOConfig,
-           opt, params, it: int) -> dict:
+           opt, params, it: int, world: World = World(0, 1, 0)) -> dict:
     """Clipped-surrogate updates over the stored transitions (§2.4): per (micro-batch, transition) backward with
     the stated weights (``micro_batch`` rows at a time, each normalised by the whole minibatch's B_valid), one
-    optimiser step per minibatch. ``ref`` is π_ref (models/factory.reference_policy), used for the KL term."""
+    optimiser step per minibatch. ``ref`` is π_ref (models/factory.reference_policy), used for the KL term.
+
+    Data parallel: ``ro``, ``cond``, ``uncond``, ``adv`` and ``aux`` hold this rank's rows of the batch (its
+    :func:`shard` in ``world``; default: one process, all rows), ``valid`` [B] the whole batch's mask. The minibatches are drawn over the whole batch
+    as in one process, and each rank back-propagates the rows of a minibatch it holds (possibly none), normalised by
+    the whole minibatch's B_valid, so the ranks' losses add up to the single-process loss. The number of backward
+    calls therefore differs between ranks, which DDP's per-backward synchronisation cannot follow: the gradients
+    accumulate locally and are summed over the ranks once per optimiser step, before clipping, so every rank clips
+    and steps with the single-process gradient. Logged: see :func:`update_logs`."""
     n_cols = ro.train_steps.shape[1]
-    b = adv.shape[0]
+    b = valid.shape[0]
+    mine = shard(b, world.rank, world.size)
+    own_valid = valid[mine]
     clip = cfg.vipo.clip_range if cfg.vipo.enabled else cfg.clip_range
     heads = cfg.joint.enabled and cfg.joint.combine == "loss"  # adv is [B, N], pre-weighted per head (§6.1)
     g = torch.Generator().manual_seed(it * 31 + 5)
-    stats = {"loss": 0.0, "clip_fraction": [], "approx_kl": [], "ratio_min": [], "ratio_max": [], "kl_ref": [],
-             "grad_norm": [], "skipped_step": 0}
+    stats = {"loss": 0.0, "means": torch.zeros(len(RATIO_MEANS), 2, dtype=torch.float64), "ratio_min": math.inf,
+             "ratio_max": -math.inf, "grad_norm": [], "skipped_step": 0}
     for _ in range(cfg.inner_epochs):
         for rows in torch.randperm(b, generator=g).chunk(cfg.minibatches):
             rows = rows.sort().values
             n_valid = valid[rows].sum()
+            local = rows[(rows >= mine.start) & (rows < mine.stop)] - mine.start  # the ones this rank holds
             opt.zero_grad(set_to_none=True)
-            for col, mb in product(range(n_cols), rows.split(cfg.micro_batch or len(rows))):
+            chunks = local.split(cfg.micro_batch or len(local)) if len(local) else ()
+            for col, mb in product(range(n_cols), chunks):
                 te = transition_eval(policy, ro, cond, uncond, mb, col)
                 lp_new, lp_old = te.logp.unsqueeze(1), ro.logp_old[mb, col].unsqueeze(1)
                 a = adv[mb]
@@ -163,15 +197,18 @@ def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid
                         u = None if uncond is None else {k: v[mb] for k, v in uncond.items()}
                         v_ref = guided_velocity(ref, te.x, te.t, c, u, ro.guidance).float()
                     kl = kl_to_reference(te.velocity, v_ref, te.sigma, te.t, te.dt, form=cfg.kl_form).unsqueeze(1)
-                obj = grpo_objective(lp_new, lp_old, a, valid[mb], clip_range=clip, n_steps=n_cols, kl=kl,
+                obj = grpo_objective(lp_new, lp_old, a, own_valid[mb], clip_range=clip, n_steps=n_cols, kl=kl,
                                      beta_kl=cfg.beta_kl, n_valid=n_valid,
                                      aux_advantages=None if aux is None else aux[mb],
                                      aux_weight=cfg.bpgo.varsigma, heads=heads)
                 obj.loss.backward()
                 stats["loss"] += float(obj.loss.detach())
-                for k in ("clip_fraction", "approx_kl", "ratio_min", "ratio_max"):
-                    stats[k].append(float(getattr(obj.stats, k)))
-                stats["kl_ref"].append(float(obj.kl_mean))
+                n = float(own_valid[mb].sum())  # the call's means are over its valid samples
+                call = [float(obj.stats.clip_fraction), float(obj.stats.approx_kl), float(obj.kl_mean)]
+                stats["means"] += torch.tensor([[n * v, n] for v in call], dtype=torch.float64)
+                stats["ratio_min"] = min(stats["ratio_min"], float(obj.stats.ratio_min))
+                stats["ratio_max"] = max(stats["ratio_max"], float(obj.stats.ratio_max))
+            all_reduce_gradients(params, "sum")
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             if not torch.isfinite(gnorm):
                 stats["skipped_step"] += 1
@@ -179,18 +216,73 @@ def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid
                 continue
             opt.step()
             stats["grad_norm"].append(float(gnorm))
-    out = {"loss": stats["loss"], "skipped_step": stats["skipped_step"]}
-    for k in ("clip_fraction", "approx_kl", "kl_ref", "grad_norm"):
-        out[k] = sum(stats[k]) / max(1, len(stats[k]))
-    out["ratio_min"] = min(stats["ratio_min"], default=1.0)
-    out["ratio_max"] = max(stats["ratio_max"], default=1.0)
+    return update_logs(stats)
+
+
+def update_logs(stats: dict) -> dict:
+    """The logged statistics of :func:`update` over all ranks, so they are those of one process: the loss summed;
+    clip fraction, approximate KL(old‖new) and KL to the reference as means over every (valid sample, trained
+    transition) of the update, whatever the micro-batches and shards; ratio extremes (1 without any backward call).
+    The gradient norms and skipped steps are the same on every rank (taken after the gradient reduction)."""
+    means = reduce_over_ranks(stats["means"], "sum").tolist()
+    out = {"loss": float(reduce_over_ranks(torch.tensor(stats["loss"], dtype=torch.float64), "sum")),
+           "skipped_step": stats["skipped_step"]}
+    out.update({k: total / max(1.0, n) for k, (total, n) in zip(RATIO_MEANS, means)})
+    out["grad_norm"] = sum(stats["grad_norm"]) / max(1, len(stats["grad_norm"]))
+    low, high = reduce_over_ranks(torch.tensor([-stats["ratio_min"], stats["ratio_max"]], dtype=torch.float64),
+                                  "max").tolist()
+    out["ratio_min"], out["ratio_max"] = (-low, high) if math.isfinite(high) else (1.0, 1.0)
     return out
 
 
+def merge_counters(parts: list[dict[str, int]]) -> dict[str, int]:
+    """The reward-stage counters of the whole batch from the ranks' (rewards/compose.py): counts add up; a gate's
+    ``error`` flag (1 when it raised on a rank's batch) is 1 when it raised on any rank."""
+    out: dict[str, int] = {}
+    for part in parts:
+        for k, v in part.items():
+            out[k] = max(out.get(k, 0), v) if k.endswith("/error") else out.get(k, 0) + v
+    return out
+
+
+def check_data_parallel(recipe: Recipe, world: World) -> None:
+    """A multi-process GRPO job needs the tiny model and whole prompt groups per rank (``grpo.prompts_per_iter`` a
+    multiple of the number of processes, runtime/distributed.check_world). Refused because the ranks could not
+    reproduce one process: ``run.runtime=ray`` (each rank would start its own Ray cluster and reward pool; the
+    shared pool is not wired) and a reward that draws its randomness from one stream over each scored batch
+    (``noisy``), whose draws would depend on how the batch is split."""
+    check_world(world, "GRPO", recipe.model.type, "grpo.prompts_per_iter", recipe.grpo.prompts_per_iter)
+    if world.size == 1:
+        return
+    if recipe.run.runtime != "local":
+        raise VidtuneError(f"data-parallel GRPO (WORLD_SIZE={world.size}) scores rewards in each rank's process; "
+                           f"run.runtime={recipe.run.runtime} would start one Ray cluster per rank. Use "
+                           "run.runtime=local, or run in one process (docs/scaling.md)")
+    rewards = recipe.grpo.reward
+    keys = [f"grpo.reward.{kind}[{i}]" for kind, items in (("heads", rewards.heads), ("gates", rewards.gates))
+            for i, r in enumerate(items) if r.reward in BATCH_STREAM_REWARDS]
+    if keys:
+        raise VidtuneError(f"{', '.join(keys)}: reward 'noisy' draws its noise from one stream over each scored "
+                           f"batch, so WORLD_SIZE={world.size} ranks scoring their shards would not reproduce one "
+                           "process; run it in one process (docs/scaling.md)")
+
+
 def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: bool = True) -> Path:
+    """Train Stage II and export its model folder (see the module docstring); in a torchrun job every rank calls
+    this and gets the export's path once rank 0 has written it."""
+    world = launched_world()
+    check_data_parallel(recipe, world)
+    return run_as_rank(lambda w, d: train(recipe, run_dir, init, progress, w, d), world,
+                       resolve_device(recipe.run.device))
+
+
+def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool, world: World,
+          device: torch.device) -> Path:
+    """The GRPO loop of one rank of ``world`` (rank 0 of 1 in a single process)."""
     cfg, seed = recipe.grpo, recipe.run.seed
+    lead = world.rank == 0
+    progress = progress and lead
     torch.set_num_threads(recipe.run.threads)
-    device = resolve_device(recipe.run.device)
     spec = rollout_spec(cfg)
     spec.validate()
     pool = prompt_pool(recipe)
@@ -217,30 +309,33 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
         state, start, prior = saved["signal"], saved["iteration"], saved["prior"]
     elif cfg.bpgo.enabled and cfg.bpgo.prior == "t2v_reference":
         with torch.no_grad():
-            prior = reference_prior(ref, pool, cfg, spec, scorer, seed + 99, progress)
+            prior = reference_prior(ref, pool, cfg, spec, scorer, seed + 99, progress, world)
     b = cfg.prompts_per_iter * cfg.group_size
-    print(f"grpo: {cfg.iterations} iterations × {cfg.prompts_per_iter} prompts × G={cfg.group_size} = {b} "
-          f"rollouts/step, {spec.steps} SDE steps, ~{max(1, int(spec.train_fraction * (spec.steps - 1)))} trained "
-          f"transitions/sample, trainable {sum(p.numel() for p in params) / 1e6:.3f} M, refinements: "
-          + (", ".join(k for k in ("vipo", "bpgo", "curriculum", "joint") if getattr(cfg, k).enabled) or "none"))
-
-    rewind_metrics(metrics.path, "grpo", start)
+    own_prompts, rows = shard(cfg.prompts_per_iter, world.rank, world.size), shard(b, world.rank, world.size)
+    if lead:
+        print(f"grpo: {cfg.iterations} iterations × {cfg.prompts_per_iter} prompts × G={cfg.group_size} = {b} "
+              f"rollouts/step over {world.size} process(es), {spec.steps} SDE steps, "
+              f"~{max(1, int(spec.train_fraction * (spec.steps - 1)))} trained transitions/sample, trainable "
+              f"{sum(p.numel() for p in params) / 1e6:.3f} M, refinements: "
+              + (", ".join(k for k in ("vipo", "bpgo", "curriculum", "joint") if getattr(cfg, k).enabled) or "none"))
+        rewind_metrics(metrics.path, "grpo", start)
     with make_progress() as bar:
         task = bar.add_task("grpo", total=cfg.iterations, completed=start, info="", visible=progress)
         for it in range(start, cfg.iterations):
             t0 = time.time()
             idx = iteration_prompts(pool.prompts, it, seed, cfg.prompts_per_iter)
-            prompts = [pool.prompts[i] for i in idx]
+            own = idx[own_prompts]
             policy.eval()
-            ro, cond, uncond = do_rollout(policy, prompts, cfg.group_size, spec, seed * 1009 + it,
-                                          pool_images(pool, idx, policy))
+            ro, cond, uncond = do_rollout(policy, [pool.prompts[i] for i in own], cfg.group_size, spec,
+                                          seed * 1009 + it, pool_images(pool, own, policy), rows, b)
             videos = policy.decode(ro.final).cpu()
             t1 = time.time()
             scored = scorer(videos, ro.prompts)
+            heads, scalar = gather_rows(scored.heads), gather_rows(scored.scalar)  # the whole batch, on every rank
             t2 = time.time()
-            sig, state = compute_signal(scored.heads, scored.scalar, torch.isfinite(scored.scalar),
-                                        None if prior is None else prior[idx], state, cfg)
-            adv, aux, logs = sig.advantages, sig.aux, dict(sig.logs)
+            sig, state = compute_signal(heads, scalar, torch.isfinite(scalar), None if prior is None else prior[idx],
+                                        state, cfg)
+            adv, aux, logs = sig.advantages[rows], None if sig.aux is None else sig.aux[rows], dict(sig.logs)
             if extractor is not None:
                 m, vlogs = vipo_maps(extractor, videos, cfg, tuple(ro.states.shape[-3:]),
                                      vipo_time_layout(policy))
@@ -250,21 +345,22 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
             adv, aux, valid = (None if z is None else z.to(device) for z in (adv, aux, sig.valid))
             policy.train()
             t3 = time.time()
-            upd = update(policy, ref, ro, cond, uncond, adv, aux, valid, cfg, opt, params, it)
+            upd = update(policy, ref, ro, cond, uncond, adv, aux, valid, cfg, opt, params, it, world)
             for i, name in enumerate(scored.head_names):
-                col = scored.heads[:, i]
+                col = heads[:, i]
                 logs[f"reward/{name}"] = float(torch.nanmean(col))
                 logs[f"reward/{name}_std"] = float(col[torch.isfinite(col)].std()) if torch.isfinite(col).sum() > 1 else 0.0
-            logs.update(scored.counters)
+            logs.update(merge_counters(gather_objects(scored.counters)))
             logs.update(scorer.last_logs)
             t4 = time.time()
-            metrics.log(it + 1, reward=float(torch.nanmean(scored.scalar)), **upd, **logs,
-                        iter_time=t4 - t0, time_rollout=t1 - t0, time_reward=t2 - t1, time_signal=t3 - t2,
-                        time_update=t4 - t3)
-            bar.update(task, info=f"reward {float(torch.nanmean(scored.scalar)):.3f}")
-            if (it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iterations:
+            if lead:
+                metrics.log(it + 1, reward=float(torch.nanmean(scalar)), **upd, **logs,
+                            iter_time=t4 - t0, time_rollout=t1 - t0, time_reward=t2 - t1, time_signal=t3 - t2,
+                            time_update=t4 - t3)
+            bar.update(task, info=f"reward {float(torch.nanmean(scalar)):.3f}")
+            if lead and ((it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iterations):
                 atomic_torch_save({"model": trainable_state(policy), "opt": opt.state_dict(), "signal": state,
                                    "iteration": it + 1, "prior": prior}, ckpt)
             bar.advance(task)
     scorer.close()
-    return export(policy, stage_dir / "model")
+    return export(policy, stage_dir / "model") if lead else stage_dir / "model"

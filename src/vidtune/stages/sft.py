@@ -31,8 +31,8 @@ from vidtune.models.lora import merge_lora
 from vidtune.models.tiny import TinyVideoPolicy
 from vidtune.progress import make_progress, track
 from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
-from vidtune.runtime.distributed import (ForwardWith, World, cleanup, join_launched_group, launched_world,
-                                         mean_over_ranks, rank_device, shard, wrap_ddp)
+from vidtune.runtime.distributed import (ForwardWith, World, check_world, launched_world, reduce_over_ranks,
+                                         run_as_rank, shard, wrap_ddp)
 from vidtune.stages.fm_step import draw_batch, fm_loss
 from vidtune.stages.pretrain import lr_at
 from vidtune.world.dataset import Example, captions, examples, render_bank
@@ -135,16 +135,8 @@ def export(policy, folder: Path) -> Path:
 
 
 def check_data_parallel(recipe: Recipe, world: World) -> None:
-    """A multi-process job needs the tiny model (a Wan policy under DDP is not wired: its frozen VAE/encoders and
-    two experts would need FSDP or per-expert wrapping) and a batch that splits evenly over the ranks."""
-    if world.size == 1:
-        return
-    if recipe.model.type != "tiny":
-        raise VidtuneError(f"data-parallel SFT (WORLD_SIZE={world.size}) supports the embedded tiny model only; "
-                           f"run model.type={recipe.model.type} SFT in one process (docs/scaling.md)")
-    if recipe.sft.batch_size % world.size:
-        raise VidtuneError(f"sft.batch_size={recipe.sft.batch_size} does not split over WORLD_SIZE={world.size} "
-                           "ranks; use a multiple of the number of processes")
+    """A multi-process job needs the tiny model and an ``sft.batch_size`` that splits evenly over the ranks."""
+    check_world(world, "SFT", recipe.model.type, "sft.batch_size", recipe.sft.batch_size)
 
 
 def loss_module(policy, world: World, device: torch.device) -> torch.nn.Module:
@@ -159,12 +151,8 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
     this and gets the export's path once rank 0 has written it."""
     world = launched_world()
     check_data_parallel(recipe, world)
-    device = rank_device(resolve_device(recipe.run.device), world)
-    joined = join_launched_group(world, device)
-    path = train(recipe, run_dir, init, progress, world, device)
-    if joined:
-        cleanup()  # the barrier in it holds the other ranks until rank 0's export is written
-    return path
+    return run_as_rank(lambda w, d: train(recipe, run_dir, init, progress, w, d), world,
+                       resolve_device(recipe.run.device))
 
 
 def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool, world: World,
@@ -221,8 +209,8 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             opt.step()
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-                loss = mean_over_ranks(out.loss.detach())  # every rank joins the all-reduce
-                epe = None if out.epe is None else mean_over_ranks(out.epe)
+                loss = reduce_over_ranks(out.loss.detach())  # every rank joins the all-reduce
+                epe = None if out.epe is None else reduce_over_ranks(out.epe)
                 if lead:
                     dt = (time.time() - t_last) / cfg.log_every
                     extra = {} if epe is None else {"flow_epe": float(epe)}
