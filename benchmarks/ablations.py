@@ -49,6 +49,9 @@ VARIANTS = {
         "grpo_lr3e-4": ["grpo.lr=3e-4"],
         "grpo_noisy": [NOISY_HEAD],
         "grpo_noisy_bpgo": [NOISY_HEAD, "grpo.bpgo.enabled=true"],
+        # the reward-noise experiment at a learning rate where plain GRPO does degrade
+        "grpo_noisy_lr1e-4": [NOISY_HEAD, "grpo.lr=1e-4"],
+        "grpo_noisy_bpgo_lr1e-4": [NOISY_HEAD, "grpo.bpgo.enabled=true", "grpo.lr=1e-4"],
     },
     # pair sources (ALGORITHMS.md §8.2); the thresholds are set for every variant with --set (see docs/results.md)
     "dpo": {
