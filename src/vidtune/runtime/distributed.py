@@ -152,6 +152,19 @@ def run_as_rank(loop: Callable[[World, torch.device], T], world: World, device: 
     return out
 
 
+def run_stage(train: Callable[..., T], check: Callable[[Any, World], None], recipe: Any, run_dir: Any, init: Any,
+              progress: bool) -> T:
+    """A stage's ``run``: ``check(recipe, world)`` for the launched world (a plain process is rank 0 of 1), then
+    ``train(recipe, run_dir, init, progress, world, device)`` as this process's rank (:func:`run_as_rank`) on
+    ``run.device``."""
+    from vidtune.models.factory import resolve_device
+
+    world = launched_world()
+    check(recipe, world)
+    return run_as_rank(lambda w, dev: train(recipe, run_dir, init, progress, w, dev), world,
+                       resolve_device(recipe.run.device))
+
+
 def _comm_device() -> torch.device:
     """Where collectives take their tensors: the current CUDA device under NCCL, else the CPU."""
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")

@@ -26,8 +26,7 @@ from vidtune.data.prompts import check_prompts, read_prompts
 from vidtune.math.clip_view import clip_view, window_starts
 from vidtune.math.dpo import dynamic_beta, pair_weights
 from vidtune.math.flow_matching import sample_t
-from vidtune.models.factory import (attach_lora, load_policy, load_trainable_state, reference_policy,
-                                    resolve_device, trainable_state)
+from vidtune.models.factory import attach_lora, load_policy, load_trainable_state, reference_policy, trainable_state
 from vidtune.preference.build import hard_negative_pairs, synthetic_pairs
 from vidtune.preference.pairs import PreferencePair, read_pairs, write_pairs
 from vidtune.progress import make_progress, track
@@ -35,8 +34,8 @@ from vidtune.errors import VidtuneError
 from vidtune.rewards.compose import RewardSpec, build, compose
 from vidtune.rewards.verifier import ShapeWorldVerifier
 from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
-from vidtune.runtime.distributed import (World, all_reduce_gradients, check_world, gather_objects, launched_world,
-                                         reduce_over_ranks, run_as_rank, shard)
+from vidtune.runtime.distributed import (World, all_reduce_gradients, check_world, gather_objects, reduce_over_ranks,
+                                         run_stage, shard)
 from vidtune.sampling.ode import generate
 from vidtune.stages.dpo_step import DPOBatch, dpo_step
 from vidtune.stages.sft import export
@@ -182,10 +181,7 @@ def check_data_parallel(recipe: Recipe, world: World) -> None:
 def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: bool = True) -> Path:
     """Train Stage III and export its model folder (see the module docstring); in a torchrun job every rank calls
     this and gets the export's path once rank 0 has written it."""
-    world = launched_world()
-    check_data_parallel(recipe, world)
-    return run_as_rank(lambda w, d: train(recipe, run_dir, init, progress, w, d), world,
-                       resolve_device(recipe.run.device))
+    return run_stage(train, check_data_parallel, recipe, run_dir, init, progress)
 
 
 def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool, world: World,

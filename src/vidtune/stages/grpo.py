@@ -28,14 +28,14 @@ from vidtune.data.prompts import PromptSource, check_prompts, first_frame_files,
 from vidtune.errors import VidtuneError
 from vidtune.math.grpo_loss import grpo_objective, kl_to_reference
 from vidtune.math.vipo import dense_advantage, vipo_map_batch
-from vidtune.models.factory import (attach_lora, load_policy, load_trainable_state, prompt_checker,
-                                    reference_policy, resolve_device, trainable_state, vipo_time_layout)
+from vidtune.models.factory import (attach_lora, load_policy, load_trainable_state, prompt_checker, reference_policy,
+                                    trainable_state, vipo_time_layout)
 from vidtune.progress import make_progress
 from vidtune.rewards.compose import Composite, GateSpec, RewardSpec, build
 from vidtune.runtime import make_reward_pool
 from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
 from vidtune.runtime.distributed import (World, all_reduce_gradients, check_world, gather_objects, gather_rows,
-                                         launched_world, reduce_over_ranks, run_as_rank, shard)
+                                         reduce_over_ranks, run_stage, shard)
 from vidtune.sampling.ode import guided_velocity
 from vidtune.sampling.rollout import RolloutSpec, rollout, transition_eval
 from vidtune.stages.grpo_signal import SignalState, compute_signal
@@ -270,10 +270,7 @@ def check_data_parallel(recipe: Recipe, world: World) -> None:
 def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: bool = True) -> Path:
     """Train Stage II and export its model folder (see the module docstring); in a torchrun job every rank calls
     this and gets the export's path once rank 0 has written it."""
-    world = launched_world()
-    check_data_parallel(recipe, world)
-    return run_as_rank(lambda w, d: train(recipe, run_dir, init, progress, w, d), world,
-                       resolve_device(recipe.run.device))
+    return run_stage(train, check_data_parallel, recipe, run_dir, init, progress)
 
 
 def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool, world: World,

@@ -26,13 +26,13 @@ from vidtune.data.video_folder import farneback_flows, load_sft_videos
 from vidtune.errors import VidtuneError
 from vidtune.math.structure_weights import resize_flow, score_percentiles, structure_weights
 from vidtune.metrics.structure import structural_instability
-from vidtune.models.factory import attach_lora, load_policy, resolve_device, load_trainable_state, trainable_state
+from vidtune.models.factory import attach_lora, load_policy, load_trainable_state, trainable_state
 from vidtune.models.lora import merge_lora
 from vidtune.models.tiny import TinyVideoPolicy
 from vidtune.progress import make_progress, track
 from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
-from vidtune.runtime.distributed import (ForwardWith, World, check_world, launched_world, reduce_over_ranks,
-                                         run_as_rank, shard, wrap_ddp)
+from vidtune.runtime.distributed import (ForwardWith, World, check_world, reduce_over_ranks, run_stage, shard,
+                                         wrap_ddp)
 from vidtune.stages.fm_step import draw_batch, fm_loss
 from vidtune.stages.pretrain import lr_at
 from vidtune.world.dataset import Example, captions, examples, render_bank
@@ -149,10 +149,7 @@ def loss_module(policy, world: World, device: torch.device) -> torch.nn.Module:
 def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: bool = True) -> Path:
     """Train Stage I and export its model folder (see the module docstring); in a torchrun job every rank calls
     this and gets the export's path once rank 0 has written it."""
-    world = launched_world()
-    check_data_parallel(recipe, world)
-    return run_as_rank(lambda w, d: train(recipe, run_dir, init, progress, w, d), world,
-                       resolve_device(recipe.run.device))
+    return run_stage(train, check_data_parallel, recipe, run_dir, init, progress)
 
 
 def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool, world: World,
