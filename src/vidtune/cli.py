@@ -15,7 +15,7 @@ from vidtune.errors import VidtuneError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Post-training and alignment of video diffusion models (SFT → GRPO → DPO).")
 err = Console(stderr=True)
-out = Console()
+out = Console(quiet=os.environ.get("RANK", "0") != "0")  # under torchrun, rank 0 alone reports
 
 RecipeArg = Annotated[Optional[Path], typer.Argument(help="YAML recipe (default: the embedded ShapeWorld recipe).")]
 Overrides = Annotated[Optional[list[str]], typer.Argument(help="Dotted overrides, e.g. pretrain.steps=100.")]

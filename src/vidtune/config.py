@@ -35,6 +35,10 @@ class RunConfig(Section):
         "(cpu, cuda, cuda:1 …); CUDA this machine lacks is an error when a command starts.")
     tensorboard: bool = Field(
         True, description="Also write every training scalar to TensorBoard event files `<run>/tensorboard/<stage>/`.")
+    parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="Data-parallel strategy of a torchrun job (WORLD_SIZE > 1; ignored in one process): ddp "
+        "keeps a whole policy per rank, fsdp shards parameters, gradients and optimiser state over the ranks "
+        "(FSDP2 per transformer block and text encoder; runtime/fsdp.py).")
 
 
 class WorldConfig(Section):

@@ -57,13 +57,13 @@ def metrics(run_dir: Path) -> list[dict]:
             for r in rows]
 
 
-def assert_same_metrics(single: list[dict], parallel: list[dict]) -> None:
-    """Same rows and keys; numbers to rel 1e-5 (abs 1e-6 for values that are 0 up to rounding), text exactly."""
+def assert_same_metrics(single: list[dict], parallel: list[dict], rel: float = 1e-5) -> None:
+    """Same rows and keys; numbers to ``rel`` (abs 1e-6 for values that are 0 up to rounding), text exactly."""
     assert [r["step"] for r in parallel] == [r["step"] for r in single]
     for one, many in zip(single, parallel):
         assert many.keys() == one.keys()
         for k, v in one.items():
-            assert many[k] == (v if isinstance(v, str) else pytest.approx(v, rel=1e-5, abs=1e-6)), k
+            assert many[k] == (v if isinstance(v, str) else pytest.approx(v, rel=rel, abs=1e-6)), k
 
 
 def key_bias(name: str, n: int) -> slice:

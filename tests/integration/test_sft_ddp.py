@@ -36,12 +36,14 @@ def model_dir(tmp_path_factory) -> Path:
     return tiny_model(tmp_path_factory.mktemp("model") / "tiny")
 
 
-def test_two_ranks_with_resume_equal_one_process(model_dir, tmp_path):
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_ranks_with_resume_equal_one_process(model_dir, tmp_path, parallel):
     launch("sft", _overrides(model_dir, tmp_path, "single", 2), ranks=1)
     ddp = tmp_path / "ddp"
-    launch("sft", _overrides(model_dir, tmp_path, "ddp", 1), ranks=2)
+    strategy = f"run.parallel={parallel}"
+    launch("sft", [*_overrides(model_dir, tmp_path, "ddp", 1), strategy], ranks=2)
     assert json.loads((ddp / "metrics.jsonl").read_text())["step"] == 1  # rank 0 alone logs
-    launch("sft", _overrides(model_dir, tmp_path, "ddp", 2), ranks=2)  # resumes from step 1
+    launch("sft", [*_overrides(model_dir, tmp_path, "ddp", 2), strategy], ranks=2)  # resumes from step 1
 
     single, parallel = weights(tmp_path / "single" / "sft" / "model"), weights(ddp / "sft" / "model")
     init = weights(model_dir)
@@ -62,3 +64,15 @@ def test_data_parallel_needs_the_tiny_model_and_an_even_batch():
         check_data_parallel(load_recipe(None, ["sft.batch_size=3"]), World(1, 2, 1))
     with pytest.raises(VidtuneError, match="tiny model only"):
         check_data_parallel(load_recipe(None, ["model.type=wan", "model.hub_id=x/y"]), World(0, 2, 0))
+
+
+def test_fsdp_checkpoint_resumes_in_one_process(model_dir, tmp_path):
+    """Step 1 under FSDP (name-keyed optimiser state, gathered from the shards), step 2 in one process: the weights of
+    an uninterrupted single-process run."""
+    launch("sft", _overrides(model_dir, tmp_path, "single", 2), ranks=1)
+    launch("sft", [*_overrides(model_dir, tmp_path, "mixed", 1), "run.parallel=fsdp"], ranks=2)
+    assert torch.load(tmp_path / "mixed" / "sft" / "checkpoint" / "state.pt", weights_only=False)["opt_by_name"]
+    launch("sft", _overrides(model_dir, tmp_path, "mixed", 2), ranks=1)
+    single, mixed = weights(tmp_path / "single" / "sft" / "model"), weights(tmp_path / "mixed" / "sft" / "model")
+    for name, w in single.items():
+        torch.testing.assert_close(mixed[name], w, rtol=1e-5, atol=5e-6, msg=lambda m, n=name: f"{n}: {m}")

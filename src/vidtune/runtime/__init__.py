@@ -1,10 +1,10 @@
 """Execution backends (DESIGN.md §5, ALGORITHMS.md §9): the reward stage in-process or on Ray actors sharing one
-placement group, grouped concurrent reward workers under profiled quotas, fault handling, and DDP helpers.
+placement group, grouped concurrent reward workers under profiled quotas, fault handling, and data-parallel training.
 
 Public API: :class:`RewardPool` / :func:`make_reward_pool` (same contract as ``compose``), the backends
 :class:`LocalBackend` and ``RayBackend`` (imported lazily: Ray is only loaded under ``runtime: ray``),
-:class:`FaultInjector`, :class:`RetryableRewardError`, :class:`RewardWorkerError`; DDP in
-:mod:`vidtune.runtime.distributed`.
+:class:`FaultInjector`, :class:`RetryableRewardError`, :class:`RewardWorkerError`; DDP and the shared launch
+and collectives in :mod:`vidtune.runtime.distributed`, FSDP sharding and its checkpoints in :mod:`vidtune.runtime.fsdp`.
 """
 
 from __future__ import annotations

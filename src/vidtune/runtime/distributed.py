@@ -1,4 +1,4 @@
-"""Data-parallel training through torch.distributed (DDP; gloo on CPU, NCCL on GPU), plus the accelerate recipe.
+"""Data-parallel training through torch.distributed (DDP or FSDP; gloo on CPU, NCCL on GPU): launch, shards, collectives.
 
 DDP averages gradients over ranks, so with equal shards of a global batch and a per-rank *mean* loss the gradients
 equal single-process gradients on the whole batch (tests/integration/test_runtime.py checks it with 2 gloo ranks).
@@ -8,19 +8,12 @@ gradient and reduce it once per step with :func:`all_reduce_gradients` instead. 
 loop as one rank of a torchrun job; :func:`gather_rows`, :func:`gather_objects` and :func:`reduce_over_ranks` give
 every rank the statistics that one process would compute over the whole batch.
 
-On GPUs the same loop runs under accelerate (DDP, or FSDP for large models), launched by ``accelerate launch`` or
-``torchrun`` (which set RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT)::
+``run.parallel=fsdp`` shards the policy instead of replicating it (runtime/fsdp.py); the helpers here serve both.
+On GPUs the same loops run with NCCL, one device per rank (``torchrun`` or ``accelerate launch`` set
+RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT).
 
-    from accelerate import Accelerator
-    acc = Accelerator(mixed_precision="bf16")            # FSDP: `accelerate config` → FSDP, or
-    # acc = Accelerator(fsdp_plugin=FullyShardedDataParallelPlugin(auto_wrap_policy="transformer_based_wrap"))
-    policy.net, opt = acc.prepare(policy.net, opt)       # wraps in DDP / FSDP, moves to the rank's device
-    loss = fm_loss(policy, video[shard(b, acc.process_index, acc.num_processes)], ...).loss
-    acc.backward(loss); opt.step(); opt.zero_grad()
-
-Under ``runtime: ray`` the policy actors of one placement group form the process group (Ray Train's
-``TorchTrainer`` does this wiring; or call :func:`init_process_group` in each actor with rank, world size and the
-rank-0 actor's address). See docs/scaling.md.
+Under ``runtime: ray`` a torchrun job keeps one reward pool, on rank 0 (stages/grpo_rewards.py). See
+docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -201,6 +194,16 @@ def gather_objects(obj: T) -> list[T]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_object(obj: T, src: int = 0) -> T:
+    """Rank ``src``'s (picklable) ``obj`` on every rank (what the others pass is ignored); ``obj`` itself without a
+    process group."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
 
 
 def all_reduce_gradients(params: Iterable[nn.Parameter], op: Literal["sum", "mean"]) -> None:

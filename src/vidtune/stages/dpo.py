@@ -26,7 +26,7 @@ from vidtune.data.prompts import check_prompts, read_prompts
 from vidtune.math.clip_view import clip_view, window_starts
 from vidtune.math.dpo import dynamic_beta, pair_weights
 from vidtune.math.flow_matching import sample_t
-from vidtune.models.factory import attach_lora, load_policy, load_trainable_state, reference_policy, trainable_state
+from vidtune.models.factory import attach_lora, load_policy, load_trainable_state, reference_policy
 from vidtune.preference.build import hard_negative_pairs, synthetic_pairs
 from vidtune.preference.pairs import PreferencePair, read_pairs, write_pairs
 from vidtune.progress import make_progress, track
@@ -36,6 +36,7 @@ from vidtune.rewards.verifier import ShapeWorldVerifier
 from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
 from vidtune.runtime.distributed import (World, all_reduce_gradients, check_world, gather_objects, reduce_over_ranks,
                                          run_stage, shard)
+from vidtune.runtime.fsdp import as_float, export_full, restore_optimizer, shard_policy, stage_checkpoint, uses_fsdp
 from vidtune.sampling.ode import generate
 from vidtune.stages.dpo_step import DPOBatch, dpo_step
 from vidtune.stages.sft import export
@@ -184,6 +185,15 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
     return run_stage(train, check_data_parallel, recipe, run_dir, init, progress)
 
 
+def stage_policy(recipe: Recipe, init: str | None):
+    """The policy Stage III trains: the Stage II model (``init``, else ``model.init``), with fresh LoRA adapters
+    when ``dpo.lora_rank`` is set."""
+    policy = load_policy(init or recipe, recipe.model.options)
+    if recipe.dpo.lora_rank:
+        attach_lora(policy, recipe.dpo.lora_rank, recipe.dpo.lora_targets, seed=recipe.run.seed + 13)
+    return policy
+
+
 def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool, world: World,
           device: torch.device) -> Path:
     """The DPO loop of one rank of ``world`` (rank 0 of 1 in a single process).
@@ -205,9 +215,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
     fresh = not pair_file.exists()
     candidates = candidate_prompts(recipe) if fresh else None  # a bad prompts file fails before loading
     metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "dpo", tensorboard=recipe.run.tensorboard)
-    policy = load_policy(init or recipe, recipe.model.options)
-    if cfg.lora_rank:
-        attach_lora(policy, cfg.lora_rank, cfg.lora_targets, seed=recipe.run.seed + 13)
+    policy = stage_policy(recipe, init)
     policy.to(device)  # after LoRA: the adapters' initial values do not depend on the device
     reference = reference_policy(policy)  # π_ref = the Stage II checkpoint (adapters disabled, or a frozen copy)
     built, counts = [], {}
@@ -228,17 +236,22 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
     prompts = [p.prompt for p in pairs]
 
     policy.train()
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     start = 0
     ckpt = stage_dir / "checkpoint" / "state.pt"
     if (state := load_checkpoint(ckpt)) is not None:
         load_trainable_state(policy, state["model"])
-        opt.load_state_dict(state["opt"])
         start = state["step"]
+    fsdp = uses_fsdp(recipe, world)
+    if fsdp:  # after the pairs and the reference copy, which rank 0 / every rank built from the whole policy
+        shard_policy(policy, world.size, device)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    if state is not None:
+        restore_optimizer(policy, opt, state)
     rows = shard(cfg.batch_size, world.rank, world.size)
     if lead:
-        print(f"dpo: {len(pairs)} pairs ({counts}), batch {cfg.batch_size} over {world.size} process(es), steps "
+        print(f"dpo: {len(pairs)} pairs ({counts}), batch {cfg.batch_size} over {world.size} process(es)"
+              f"{' (FSDP)' if fsdp else ''}, steps "
               f"{start}→{cfg.steps}, β0 {cfg.beta} ({cfg.beta_schedule}, κ={cfg.kappa}), backward {cfg.backward}")
         rewind_metrics(metrics.path, "dpo", start)
     t_last = time.time()
@@ -250,7 +263,8 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
             opt.zero_grad(set_to_none=True)
             out = dpo_step(policy, reference, batch, beta=beta, beta_t=cfg.beta_t, form=cfg.form,
                            schedule=cfg.backward)
-            all_reduce_gradients(params, "mean")
+            if not fsdp:  # FSDP averaged the shards' gradients in each backward
+                all_reduce_gradients(params, "mean")
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             opt.step()
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
@@ -259,12 +273,15 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
                 loss, accuracy, margin, winner_gap, loser_gap = means.tolist()
                 if lead:
                     metrics.log(step + 1, loss=loss, implicit_accuracy=accuracy, margin=margin,
-                                winner_gap=winner_gap, loser_gap=loser_gap, beta=beta, grad_norm=float(gnorm),
+                                winner_gap=winner_gap, loser_gap=loser_gap, beta=beta, grad_norm=as_float(gnorm),
                                 step_time=(time.time() - t_last) / cfg.log_every)
                 t_last = time.time()
                 bar.update(task, info=f"acc {accuracy:.2f}")
-            if lead and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps):
-                atomic_torch_save({"model": trainable_state(policy), "opt": opt.state_dict(), "step": step + 1},
-                                  ckpt)
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+                state = stage_checkpoint(policy, opt, fsdp, step=step + 1)  # under FSDP: every rank gathers
+                if lead:
+                    atomic_torch_save(state, ckpt)
             bar.advance(task)
+    if fsdp:
+        return export_full(policy, lambda: stage_policy(recipe, init), export, stage_dir / "model", lead)
     return export(policy, stage_dir / "model") if lead else stage_dir / "model"

@@ -29,15 +29,17 @@ from vidtune.errors import VidtuneError
 from vidtune.math.grpo_loss import grpo_objective, kl_to_reference
 from vidtune.math.vipo import dense_advantage, vipo_map_batch
 from vidtune.models.factory import (attach_lora, load_policy, load_trainable_state, prompt_checker, reference_policy,
-                                    trainable_state, vipo_time_layout)
+                                    vipo_time_layout)
 from vidtune.progress import make_progress
 from vidtune.rewards.compose import Composite, GateSpec, RewardSpec, build
 from vidtune.runtime import make_reward_pool
 from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
-from vidtune.runtime.distributed import (World, all_reduce_gradients, check_world, gather_objects, gather_rows,
-                                         reduce_over_ranks, run_stage, shard)
+from vidtune.runtime.distributed import (World, all_reduce_gradients, broadcast_object, check_world, reduce_over_ranks,
+                                         run_stage, shard)
+from vidtune.runtime.fsdp import as_float, export_full, restore_optimizer, shard_policy, stage_checkpoint, uses_fsdp
 from vidtune.sampling.ode import guided_velocity
 from vidtune.sampling.rollout import RolloutSpec, rollout, transition_eval
+from vidtune.stages.grpo_rewards import score_on_lead, score_shards
 from vidtune.stages.grpo_signal import SignalState, compute_signal
 from vidtune.stages.sft import export
 from vidtune.types import Rollout
@@ -118,7 +120,7 @@ def reference_prior(ref, pool: PromptSource, cfg: GRPOConfig, spec: RolloutSpec,
         ro, _, _ = do_rollout(ref, [prompt], cfg.bpgo.n_prior, spec, seed + 17 * i, pool_images(pool, [i], ref))
         scored = rewarder(ref.decode(ro.final).cpu(), [prompt] * cfg.bpgo.n_prior)
         out[i] = float(torch.nanmean(scored.scalar))
-    return reduce_over_ranks(out, "sum")
+    return reduce_over_ranks(out, "sum") if world.size > 1 else out
 
 
 def vipo_extractor(spec: str, device: torch.device):
@@ -156,7 +158,7 @@ def vipo_maps(extractor, videos: torch.Tensor, cfg: GRPOConfig, latent_fhw,
 
 
 def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid: torch.Tensor, cfg: GRPOConfig,
-           opt, params, it: int, world: World = World(0, 1, 0)) -> dict:
+           opt, params, it: int, world: World = World(0, 1, 0), fsdp: bool = False) -> dict:
     """Clipped-surrogate updates over the stored transitions (§2.4): per (micro-batch, transition) backward with
     the stated weights (``micro_batch`` rows at a time, each normalised by the whole minibatch's B_valid), one
     optimiser step per minibatch. ``ref`` is π_ref (models/factory.reference_policy), used for the KL term.
@@ -167,7 +169,12 @@ def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid
     the whole minibatch's B_valid, so the ranks' losses add up to the single-process loss. The number of backward
     calls therefore differs between ranks, which DDP's per-backward synchronisation cannot follow: the gradients
     accumulate locally and are summed over the ranks once per optimiser step, before clipping, so every rank clips
-    and steps with the single-process gradient. Logged: see :func:`update_logs`."""
+    and steps with the single-process gradient.
+
+    Under FSDP (``fsdp``: the policy is sharded, runtime/fsdp.py) every forward and backward is a collective, so
+    every rank makes the same number of calls: a rank that holds fewer micro-batches of a minibatch than another
+    pads with :func:`padding_calls` (a forward and backward of one of its rows with weight 0), and FSDP sums the
+    gradients over the ranks in each backward. Logged: see :func:`update_logs`."""
     n_cols = ro.train_steps.shape[1]
     b = valid.shape[0]
     mine = shard(b, world.rank, world.size)
@@ -183,8 +190,12 @@ def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid
             n_valid = valid[rows].sum()
             local = rows[(rows >= mine.start) & (rows < mine.stop)] - mine.start  # the ones this rank holds
             opt.zero_grad(set_to_none=True)
-            chunks = local.split(cfg.micro_batch or len(local)) if len(local) else ()
-            for col, mb in product(range(n_cols), chunks):
+            chunks = list(local.split(cfg.micro_batch or len(local))) if len(local) else []
+            n_real = len(chunks)
+            if fsdp:  # as many calls as the busiest rank: pad with this rank's row 0 at weight 0
+                n_calls = int(reduce_over_ranks(torch.tensor(n_real), "max"))
+                chunks += [torch.zeros(1, dtype=torch.long)] * (n_calls - n_real)
+            for col, (k, mb) in product(range(n_cols), enumerate(chunks)):
                 te = transition_eval(policy, ro, cond, uncond, mb, col)
                 lp_new, lp_old = te.logp.unsqueeze(1), ro.logp_old[mb, col].unsqueeze(1)
                 a = adv[mb]
@@ -201,6 +212,9 @@ def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid
                                      beta_kl=cfg.beta_kl, n_valid=n_valid,
                                      aux_advantages=None if aux is None else aux[mb],
                                      aux_weight=cfg.bpgo.varsigma, heads=heads)
+                if k >= n_real:  # a padding call: its collectives, no gradient, no statistics
+                    (obj.loss * 0.0).backward()
+                    continue
                 obj.loss.backward()
                 stats["loss"] += float(obj.loss.detach())
                 n = float(own_valid[mb].sum())  # the call's means are over its valid samples
@@ -208,14 +222,15 @@ def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid
                 stats["means"] += torch.tensor([[n * v, n] for v in call], dtype=torch.float64)
                 stats["ratio_min"] = min(stats["ratio_min"], float(obj.stats.ratio_min))
                 stats["ratio_max"] = max(stats["ratio_max"], float(obj.stats.ratio_max))
-            all_reduce_gradients(params, "sum")
-            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            if not torch.isfinite(gnorm):
+            if not fsdp:  # FSDP summed the shards' gradients in each backward
+                all_reduce_gradients(params, "sum")
+            gnorm = as_float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            if not math.isfinite(gnorm):
                 stats["skipped_step"] += 1
                 opt.zero_grad(set_to_none=True)
                 continue
             opt.step()
-            stats["grad_norm"].append(float(gnorm))
+            stats["grad_norm"].append(gnorm)
     return update_logs(stats)
 
 
@@ -235,29 +250,15 @@ def update_logs(stats: dict) -> dict:
     return out
 
 
-def merge_counters(parts: list[dict[str, int]]) -> dict[str, int]:
-    """The reward-stage counters of the whole batch from the ranks' (rewards/compose.py): counts add up; a gate's
-    ``error`` flag (1 when it raised on a rank's batch) is 1 when it raised on any rank."""
-    out: dict[str, int] = {}
-    for part in parts:
-        for k, v in part.items():
-            out[k] = max(out.get(k, 0), v) if k.endswith("/error") else out.get(k, 0) + v
-    return out
-
-
 def check_data_parallel(recipe: Recipe, world: World) -> None:
     """A multi-process GRPO job needs the tiny model and whole prompt groups per rank (``grpo.prompts_per_iter`` a
-    multiple of the number of processes, runtime/distributed.check_world). Refused because the ranks could not
-    reproduce one process: ``run.runtime=ray`` (each rank would start its own Ray cluster and reward pool; the
-    shared pool is not wired) and a reward that draws its randomness from one stream over each scored batch
-    (``noisy``), whose draws would depend on how the batch is split."""
+    multiple of the number of processes, runtime/distributed.check_world). A reward that draws its randomness from
+    one stream over each scored batch (``noisy``) is refused: under ``run.runtime=local`` each rank scores its own
+    shard, so the draws would depend on how the batch is split, and under ``ray`` the pool's profiling calls draw
+    from the stream as well (one process: the same for local and Ray only without profiling)."""
     check_world(world, "GRPO", recipe.model.type, "grpo.prompts_per_iter", recipe.grpo.prompts_per_iter)
     if world.size == 1:
         return
-    if recipe.run.runtime != "local":
-        raise VidtuneError(f"data-parallel GRPO (WORLD_SIZE={world.size}) scores rewards in each rank's process; "
-                           f"run.runtime={recipe.run.runtime} would start one Ray cluster per rank. Use "
-                           "run.runtime=local, or run in one process (docs/scaling.md)")
     rewards = recipe.grpo.reward
     keys = [f"grpo.reward.{kind}[{i}]" for kind, items in (("heads", rewards.heads), ("gates", rewards.gates))
             for i, r in enumerate(items) if r.reward in BATCH_STREAM_REWARDS]
@@ -273,6 +274,15 @@ def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: 
     return run_stage(train, check_data_parallel, recipe, run_dir, init, progress)
 
 
+def stage_policy(recipe: Recipe, init: str | None):
+    """The policy Stage II trains: the SFT model (``init``, else ``model.init``) in training mode, with fresh LoRA
+    adapters when ``grpo.lora_rank`` is set."""
+    policy = load_policy(init or recipe, recipe.model.options).train()
+    if recipe.grpo.lora_rank:
+        attach_lora(policy, recipe.grpo.lora_rank, recipe.grpo.lora_targets, seed=recipe.run.seed + 12)
+    return policy
+
+
 def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool, world: World,
           device: torch.device) -> Path:
     """The GRPO loop of one rank of ``world`` (rank 0 of 1 in a single process)."""
@@ -285,33 +295,42 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
     pool = prompt_pool(recipe)
     stage_dir = make_run_dir(Path(run_dir) / "grpo")
     metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "grpo", tensorboard=recipe.run.tensorboard)
-    policy = load_policy(init or recipe, recipe.model.options).train()
+    policy = stage_policy(recipe, init)
     check_prompts(pool.prompts, prompt_checker(policy), f"grpo.prompts_file ({cfg.prompts_file})"
                   if cfg.prompts_file else "the ShapeWorld prompt pool")
-    if cfg.lora_rank:
-        attach_lora(policy, cfg.lora_rank, cfg.lora_targets, seed=seed + 12)
     policy.to(device)  # after LoRA: the adapters' initial values do not depend on the device
     ref = reference_policy(policy)  # with LoRA: the same network with adapters disabled, else a frozen copy
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     rewarder = build_composite(cfg.reward)
-    scorer = make_reward_pool(rewarder, recipe.run.runtime, threads=recipe.run.threads)
+    shared = world.size > 1 and recipe.run.runtime == "ray"  # one reward pool, on rank 0 (stages/grpo_rewards.py)
+    scorer = None if shared and not lead else make_reward_pool(rewarder, recipe.run.runtime,
+                                                                threads=recipe.run.threads)
     extractor = vipo_extractor(cfg.vipo.extractor, device) if cfg.vipo.enabled else None
     state, start = SignalState(), 0
     ckpt = stage_dir / "checkpoint" / "state.pt"
     prior = None
     if (saved := load_checkpoint(ckpt)) is not None:
         load_trainable_state(policy, saved["model"])
-        opt.load_state_dict(saved["opt"])
         state, start, prior = saved["signal"], saved["iteration"], saved["prior"]
     elif cfg.bpgo.enabled and cfg.bpgo.prior == "t2v_reference":
         with torch.no_grad():
-            prior = reference_prior(ref, pool, cfg, spec, scorer, seed + 99, progress, world)
+            if shared:  # rank 0 scores every pool prompt on the one pool
+                alone = World(0, 1, 0)
+                prior = broadcast_object(reference_prior(ref, pool, cfg, spec, scorer, seed + 99, progress, alone)
+                                         if lead else None)
+            else:
+                prior = reference_prior(ref, pool, cfg, spec, scorer, seed + 99, progress, world)
+    fsdp = uses_fsdp(recipe, world)
+    if fsdp:  # after the prior, whose prompts do not split evenly over the ranks; sum, as all_reduce_gradients
+        shard_policy(policy, world.size, device, reduce="sum")
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    if saved is not None:
+        restore_optimizer(policy, opt, saved)
     b = cfg.prompts_per_iter * cfg.group_size
     own_prompts, rows = shard(cfg.prompts_per_iter, world.rank, world.size), shard(b, world.rank, world.size)
     if lead:
         print(f"grpo: {cfg.iterations} iterations × {cfg.prompts_per_iter} prompts × G={cfg.group_size} = {b} "
-              f"rollouts/step over {world.size} process(es), {spec.steps} SDE steps, "
+              f"rollouts/step over {world.size} process(es){' (FSDP)' if fsdp else ''}, {spec.steps} SDE steps, "
               f"~{max(1, int(spec.train_fraction * (spec.steps - 1)))} trained transitions/sample, trainable "
               f"{sum(p.numel() for p in params) / 1e6:.3f} M, refinements: "
               + (", ".join(k for k in ("vipo", "bpgo", "curriculum", "joint") if getattr(cfg, k).enabled) or "none"))
@@ -327,8 +346,9 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
                                           seed * 1009 + it, pool_images(pool, own, policy), rows, b)
             videos = policy.decode(ro.final).cpu()
             t1 = time.time()
-            scored = scorer(videos, ro.prompts)
-            heads, scalar = gather_rows(scored.heads), gather_rows(scored.scalar)  # the whole batch, on every rank
+            scored = (score_on_lead(scorer, videos, ro.prompts, lead) if shared
+                      else score_shards(scorer, videos, ro.prompts))  # the whole batch, on every rank
+            heads, scalar = scored.heads, scored.scalar
             t2 = time.time()
             sig, state = compute_signal(heads, scalar, torch.isfinite(scalar), None if prior is None else prior[idx],
                                         state, cfg)
@@ -342,22 +362,26 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
             adv, aux, valid = (None if z is None else z.to(device) for z in (adv, aux, sig.valid))
             policy.train()
             t3 = time.time()
-            upd = update(policy, ref, ro, cond, uncond, adv, aux, valid, cfg, opt, params, it, world)
+            upd = update(policy, ref, ro, cond, uncond, adv, aux, valid, cfg, opt, params, it, world, fsdp)
             for i, name in enumerate(scored.head_names):
                 col = heads[:, i]
                 logs[f"reward/{name}"] = float(torch.nanmean(col))
                 logs[f"reward/{name}_std"] = float(col[torch.isfinite(col)].std()) if torch.isfinite(col).sum() > 1 else 0.0
-            logs.update(merge_counters(gather_objects(scored.counters)))
-            logs.update(scorer.last_logs)
+            logs.update(scored.counters)
+            logs.update(scored.logs)
             t4 = time.time()
             if lead:
                 metrics.log(it + 1, reward=float(torch.nanmean(scalar)), **upd, **logs,
                             iter_time=t4 - t0, time_rollout=t1 - t0, time_reward=t2 - t1, time_signal=t3 - t2,
                             time_update=t4 - t3)
             bar.update(task, info=f"reward {float(torch.nanmean(scalar)):.3f}")
-            if lead and ((it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iterations):
-                atomic_torch_save({"model": trainable_state(policy), "opt": opt.state_dict(), "signal": state,
-                                   "iteration": it + 1, "prior": prior}, ckpt)
+            if (it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iterations:  # under FSDP: every rank gathers
+                snapshot = stage_checkpoint(policy, opt, fsdp, signal=state, iteration=it + 1, prior=prior)
+                if lead:
+                    atomic_torch_save(snapshot, ckpt)
             bar.advance(task)
-    scorer.close()
+    if scorer is not None:
+        scorer.close()
+    if fsdp:
+        return export_full(policy, lambda: stage_policy(recipe, init), export, stage_dir / "model", lead)
     return export(policy, stage_dir / "model") if lead else stage_dir / "model"

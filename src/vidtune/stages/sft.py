@@ -26,13 +26,14 @@ from vidtune.data.video_folder import farneback_flows, load_sft_videos
 from vidtune.errors import VidtuneError
 from vidtune.math.structure_weights import resize_flow, score_percentiles, structure_weights
 from vidtune.metrics.structure import structural_instability
-from vidtune.models.factory import attach_lora, load_policy, load_trainable_state, trainable_state
+from vidtune.models.factory import attach_lora, load_policy, load_trainable_state
 from vidtune.models.lora import merge_lora
 from vidtune.models.tiny import TinyVideoPolicy
 from vidtune.progress import make_progress, track
 from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
 from vidtune.runtime.distributed import (ForwardWith, World, check_world, reduce_over_ranks, run_stage, shard,
                                          wrap_ddp)
+from vidtune.runtime.fsdp import as_float, export_full, restore_optimizer, shard_policy, stage_checkpoint, uses_fsdp
 from vidtune.stages.fm_step import draw_batch, fm_loss
 from vidtune.stages.pretrain import lr_at
 from vidtune.world.dataset import Example, captions, examples, render_bank
@@ -139,11 +140,12 @@ def check_data_parallel(recipe: Recipe, world: World) -> None:
     check_world(world, "SFT", recipe.model.type, "sft.batch_size", recipe.sft.batch_size)
 
 
-def loss_module(policy, world: World, device: torch.device) -> torch.nn.Module:
+def loss_module(policy, ddp: bool, device: torch.device) -> torch.nn.Module:
     """``module(video, prompts, fb, …)`` = :func:`fm_loss` on ``policy``: wrapped in DDP (gradients averaged over the
-    ranks during backward) in a multi-process job, plain in one process."""
+    ranks during backward) when ``ddp``, else plain (one process, or a policy sharded by FSDP, whose own hooks
+    average the gradients)."""
     step = ForwardWith(policy, fm_loss)
-    return wrap_ddp(step, device=device) if world.size > 1 else step
+    return wrap_ddp(step, device=device) if ddp else step
 
 
 def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: bool = True) -> Path:
@@ -170,20 +172,25 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
     bank, texts, psi, flow_targets = data
     pct = score_percentiles(psi)
 
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     start = 0
     ckpt = stage_dir / "checkpoint" / "state.pt"
     if (state := load_checkpoint(ckpt)) is not None:
         load_trainable_state(policy, state["model"])
-        opt.load_state_dict(state["opt"])
         start = state["step"]
-    step_loss = loss_module(policy, world, device)
+    fsdp = uses_fsdp(recipe, world)
+    if fsdp:
+        shard_policy(policy, world.size, device)  # before the optimiser: its parameters become the shards
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    if state is not None:
+        restore_optimizer(policy, opt, state)
+    step_loss = loss_module(policy, world.size > 1 and not fsdp, device)
     rows = shard(cfg.batch_size, world.rank, world.size)
     n_train = sum(p.numel() for p in params)
     mix = f"{cfg.control_ratio:.0%} control mix" if cfg.data.source == "shapeworld" else cfg.data.path
     if lead:
-        print(f"sft: {len(bank)} clips ({mix}), batch {cfg.batch_size} over {world.size} process(es), steps "
+        print(f"sft: {len(bank)} clips ({mix}), batch {cfg.batch_size} over {world.size} process(es)"
+              f"{' (FSDP)' if fsdp else ''}, steps "
               f"{start}→{cfg.steps}, trainable {n_train / 1e6:.3f} M ({'LoRA r=' + str(cfg.lora_rank) if cfg.lora_rank else 'decoder + motion branch' if cfg.physics.enabled else 'full'}), "
               f"ψ percentiles [{pct.q_low:.3f}, {pct.q_high:.3f}]")
         rewind_metrics(metrics.path, "sft", start)
@@ -211,14 +218,17 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
                 if lead:
                     dt = (time.time() - t_last) / cfg.log_every
                     extra = {} if epe is None else {"flow_epe": float(epe)}
-                    metrics.log(step + 1, loss=loss.item(), **extra, grad_norm=float(gnorm),
+                    metrics.log(step + 1, loss=loss.item(), **extra, grad_norm=as_float(gnorm),
                                 weight_min=float(w.omega.min()),
                                 weight_max=float(w.omega.max()), psi_hat_mean=float(w.psi_hat.mean()),
                                 psi_missing=w.n_missing, step_time=dt)
                 bar.update(task, info=f"loss {loss.item():.4f}")
                 t_last = time.time()
-            if lead and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps):
-                atomic_torch_save({"model": trainable_state(policy), "opt": opt.state_dict(), "step": step + 1},
-                                  ckpt)
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+                state = stage_checkpoint(policy, opt, fsdp, step=step + 1)  # under FSDP: every rank gathers
+                if lead:
+                    atomic_torch_save(state, ckpt)
             bar.advance(task)
+    if fsdp:
+        return export_full(policy, lambda: trainable_policy(recipe, init), export, stage_dir / "model", lead)
     return export(policy, stage_dir / "model") if lead else stage_dir / "model"
