@@ -10,8 +10,9 @@ Data parallel: launched by ``torchrun --nproc_per_node N -m vidtune.cli grpo …
 groups (its shard of the iteration's P prompts) with the single-process random draws, scores them, and all-gathers
 the rewards, so the combination, advantages and every batch statistic (curriculum, min-norm weights, BPGO k and
 priors, logged means) are computed on the whole batch, as in one process. Each rank back-propagates its rows of each
-minibatch and the gradients are summed once per optimiser step (runtime/distributed.all_reduce_gradients), so the
-update is the single-process update to float rounding; rank 0 alone logs, checkpoints and exports (docs/scaling.md).
+minibatch and the gradients are summed once per optimiser step (runtime/distributed.all_reduce_gradients), or in
+every backward when ``run.parallel=fsdp`` shards the policy (runtime/fsdp.py), so the update is the single-process
+update to float rounding; rank 0 alone logs, checkpoints and exports (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -173,8 +174,8 @@ def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid
 
     Under FSDP (``fsdp``: the policy is sharded, runtime/fsdp.py) every forward and backward is a collective, so
     every rank makes the same number of calls: a rank that holds fewer micro-batches of a minibatch than another
-    pads with :func:`padding_calls` (a forward and backward of one of its rows with weight 0), and FSDP sums the
-    gradients over the ranks in each backward. Logged: see :func:`update_logs`."""
+    pads with calls on its first row whose loss is multiplied by 0 (the collectives run, the gradient is
+    unchanged), and FSDP sums the gradients over the ranks in each backward. Logged: see :func:`update_logs`."""
     n_cols = ro.train_steps.shape[1]
     b = valid.shape[0]
     mine = shard(b, world.rank, world.size)
@@ -255,7 +256,7 @@ def check_data_parallel(recipe: Recipe, world: World) -> None:
     multiple of the number of processes, runtime/distributed.check_world). A reward that draws its randomness from
     one stream over each scored batch (``noisy``) is refused: under ``run.runtime=local`` each rank scores its own
     shard, so the draws would depend on how the batch is split, and under ``ray`` the pool's profiling calls draw
-    from the stream as well (one process: the same for local and Ray only without profiling)."""
+    from the stream as well."""
     check_world(world, "GRPO", recipe.model.type, "grpo.prompts_per_iter", recipe.grpo.prompts_per_iter)
     if world.size == 1:
         return
