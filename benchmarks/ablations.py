@@ -34,6 +34,9 @@ VARIANTS = {
         "sft": [],
         "sft_plain": ["sft.structure.enabled=false"],
         "sft_physics": ["sft.physics.enabled=true"],
+        # 10× the pipeline's SFT samples (4000 × 32 vs 800 × 16) on 8× the clips: is the budget what holds back the
+        # motion / camera / order atoms?
+        "sft_long": ["sft.steps=4000", "sft.batch_size=32", "sft.dataset_size=16384"],
     },
     "grpo": {
         "grpo": [],
