@@ -60,6 +60,8 @@ VARIANTS = {
     "dpo": {
         "start": None,  # the --init checkpoint itself, evaluated once (no DPO)
         "dpo_synthetic": ["dpo.pairs.on_policy=false"],
+        # the same negatives built from the renderer's ground-truth clips of the candidate prompts (real-video stand-in)
+        "dpo_synthetic_world": ["dpo.pairs.on_policy=false", "dpo.pairs.synthetic_from=world"],
         "dpo_on_policy": ["dpo.pairs.synthetic=[]"],
         "dpo_both": [],
     },

@@ -428,7 +428,11 @@ class PairsConfig(Section):
     synthetic: tuple[Literal["reverse", "shuffle", "freeze", "stall"], ...] = Field(
         ("reverse", "shuffle", "freeze"), description="Synthetic temporal negative kinds (empty = off).")
     n_synthetic_clips: int = Field(32, ge=0, description="Good clips turned into synthetic pairs.")
-    good_min: float = Field(0.5, ge=0, le=1, description="Verifier score a clip needs to serve as a winner.")
+    synthetic_from: Literal["policy", "world"] = Field(
+        "policy", description="Where the good clips of synthetic pairs come from: the policy's best candidate per "
+        "prompt (verifier ≥ good_min), or the ShapeWorld renderer's ground truth for the candidate prompts (the "
+        "embedded stand-in for real videos).")
+    good_min: float = Field(0.5, ge=0, le=1, description="Verifier score a policy clip needs to serve as a winner.")
     human: str | None = Field(None, description="JSONL of human-ranked pairs (annotation export).")
 
 

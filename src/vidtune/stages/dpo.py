@@ -40,7 +40,7 @@ from vidtune.runtime.fsdp import as_float, export_full, restore_optimizer, shard
 from vidtune.sampling.ode import generate
 from vidtune.stages.dpo_step import DPOBatch, dpo_step
 from vidtune.stages.sft import export
-from vidtune.world.dataset import examples
+from vidtune.world.dataset import examples, render_prompt
 from vidtune.world.grammar import caption, parse
 
 
@@ -89,6 +89,18 @@ def candidate_prompts(recipe: Recipe) -> list[str]:
     return [lines[i] for i in keep.sort().values.tolist()]
 
 
+def world_clips(prompts: list[str], recipe: Recipe) -> tuple[list[str], list[torch.Tensor]]:
+    """Ground-truth ShapeWorld renderings of ``prompts`` as [F, 3, H, W] clips in [0, 1], the good clips of
+    synthetic pairs under ``dpo.pairs.synthetic_from=world`` (prompts whose scene does not fit are skipped)."""
+    kept, videos = [], []
+    for i, prompt in enumerate(prompts):
+        clip = render_prompt(prompt, recipe.run.seed * 7_919 + i, recipe.world)
+        if clip is not None:
+            kept.append(prompt)
+            videos.append(torch.from_numpy(clip.video).permute(0, 3, 1, 2).contiguous())
+    return kept, videos
+
+
 def build_pairs(policy, prompts: list[str], recipe: Recipe, progress: bool) -> tuple[list[PreferencePair], dict]:
     """Preference pairs from the sources in ``dpo.pairs``, on-policy ones from candidates for ``prompts``."""
     cfg, s, seed = recipe.dpo.pairs, recipe.sampling, recipe.run.seed
@@ -96,7 +108,8 @@ def build_pairs(policy, prompts: list[str], recipe: Recipe, progress: bool) -> t
     pairs: list[PreferencePair] = []
     counts: dict = {}
     good_videos, good_prompts = [], []
-    for i, prompt in enumerate(track(prompts, "DPO candidates", disable=not progress)):
+    sample = cfg.on_policy or (cfg.synthetic and cfg.synthetic_from == "policy")
+    for i, prompt in enumerate(track(prompts if sample else [], "DPO candidates", disable=not progress)):
         seeds = [seed * 50_021 + i * 97 + k for k in range(cfg.n_candidates)]
         vids = generate(policy, [prompt] * cfg.n_candidates, seeds, steps=s.steps, shift=s.shift,
                         guidance=s.guidance, batch_size=s.batch_size)
@@ -109,6 +122,8 @@ def build_pairs(policy, prompts: list[str], recipe: Recipe, progress: bool) -> t
             good_videos.append(vids[best])
             good_prompts.append(prompt)
     counts["on_policy"] = len(pairs)
+    if cfg.synthetic and cfg.synthetic_from == "world":
+        good_prompts, good_videos = world_clips(prompts, recipe)
     if cfg.synthetic and good_videos:
         n = min(cfg.n_synthetic_clips, len(good_videos))
         syn, rejected = synthetic_pairs(good_prompts[:n], torch.stack(good_videos[:n]), cfg.synthetic,

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from vidtune.config import WorldConfig
-from vidtune.world.grammar import Scene, caption, loose, random_scene
+from vidtune.world.grammar import Scene, caption, loose, parse, random_scene
 from vidtune.world.render import Clip, InfeasibleScene, render
 
 Split = Literal["train", "heldout", "any"]
@@ -44,6 +44,18 @@ def examples(n: int, seed: int, world: WorldConfig, split: Split = "train") -> l
             continue
         out.append(Example(scene, clip_seed))
     return out
+
+
+def render_prompt(prompt: str, seed: int, world: WorldConfig, tries: int = 20) -> Clip | None:
+    """A ground-truth rendering of a ShapeWorld ``prompt`` (its parsed scene) with the first clip seed drawn from
+    ``seed`` whose layout fits the canvas; ``None`` when none of ``tries`` seeds does."""
+    scene, rng = parse(prompt), random.Random(f"shapeworld-prompt:{seed}:{prompt}")
+    for _ in range(tries):
+        try:
+            return render(scene, rng.randrange(2**31), frames=world.frames, size=world.size)
+        except InfeasibleScene:
+            continue
+    return None
 
 
 def captions(exs: list[Example], style: Literal["loose", "instruction"], seed: int, p_motion: float) -> list[str]:

@@ -1,0 +1,48 @@
+"""Synthetic DPO pairs from the renderer's ground truth (``dpo.pairs.synthetic_from=world``): each winner is a
+rendering of its own prompt that the verifier accepts, each loser a temporal corruption of it, and no policy sample
+is drawn."""
+
+import torch
+
+from vidtune.config import load_recipe
+from vidtune.rewards.verifier import ShapeWorldVerifier
+from vidtune.stages.dpo import build_pairs, candidate_prompts, world_clips
+from vidtune.world.dataset import render_prompt
+
+
+def test_rendered_winners_match_their_prompts():
+    recipe = load_recipe(None, ["dpo.pairs.n_prompts=6"])
+    prompts, videos = world_clips(candidate_prompts(recipe), recipe)
+    assert len(prompts) == len(videos) >= 5
+    assert videos[0].shape == (recipe.world.frames, 3, recipe.world.size, recipe.world.size)
+    scores = ShapeWorldVerifier()(torch.stack(videos), prompts).scores
+    assert bool((scores >= 0.9).all()), scores
+
+
+def test_render_prompt_is_deterministic_and_names_infeasible_prompts_by_none():
+    recipe = load_recipe(None, [])
+    a = render_prompt("a red circle falls", 3, recipe.world)
+    b = render_prompt("a red circle falls", 3, recipe.world)
+    assert a is not None and (a.video == b.video).all()
+    assert render_prompt("three large blue squares move left", 3, recipe.world.model_copy(update={"size": 16})) is None
+
+
+class _NoSampling:
+    config = None
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the policy was used ({name})")
+
+
+def test_world_source_builds_pairs_without_sampling():
+    recipe = load_recipe(None, ["dpo.pairs.n_prompts=3", "dpo.pairs.on_policy=false",
+                                "dpo.pairs.synthetic_from=world", "dpo.pairs.synthetic=[reverse,freeze]"])
+    prompts = candidate_prompts(recipe)
+    pairs, counts = build_pairs(_NoSampling(), prompts, recipe, progress=False)
+    assert counts["on_policy"] == 0 and counts["synthetic"] == len(pairs) > 0
+    kept, videos = world_clips(prompts, recipe)
+    winners = {p.prompt: p.chosen for p in pairs}
+    for prompt, video in zip(kept, videos):
+        if prompt in winners:
+            assert torch.equal(winners[prompt], video)
+    assert {p.source for p in pairs} <= {"synthetic/reverse", "synthetic/freeze"}
