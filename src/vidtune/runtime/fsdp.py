@@ -13,7 +13,8 @@ same full tensors as one written by one process, with the optimiser state keyed 
 Collectives run inside every forward and backward of the policy, so all ranks must call the policy the same number
 of times in the same order: fine for Stage I (one forward + backward per step) and Stage III (equal pair shards,
 the same schedule on every rank); GRPO's random minibatches give ranks different numbers of calls, so there the
-ranks with fewer pad with zero-weight calls (stages/grpo.update). Anything a single rank or an uneven share of
+ranks with fewer pad with zero-weight calls (stages/grpo.update). :func:`prepare_training`, :func:`save_stage_checkpoint` and :func:`export_stage` are the
+three calls a stage makes. Anything a single rank or an uneven share of
 work does with the policy (building DPO pairs on rank 0, the BPGO reference prior) happens before sharding, and
 the frozen reference copy is made before sharding and stays a plain module.
 """
@@ -32,6 +33,7 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 
 from vidtune.errors import VidtuneError
+from vidtune.runlog import atomic_torch_save
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, on rank 0's CPU only
 
@@ -124,16 +126,19 @@ def restore_optimizer(policy, opt: torch.optim.Optimizer, state: dict[str, Any])
         opt.load_state_dict(state["opt"])
 
 
-def export_full(policy, rebuild: Callable[[], Any], export: Callable[[Any, Any], Any], folder, lead: bool):
-    """Export a sharded policy: gather its whole tensors (every rank), then rank 0 loads them into a plain policy
-    built by ``rebuild()`` (the stage's own construction: same structure, adapters, branches) and writes it with
-    ``export(plain, folder)``; the other ranks return ``folder``."""
-    state = full_state(policy)
+def export_stage(policy, export: Callable[[Any, Any], Any], folder, *, fsdp: bool, lead: bool,
+                 rebuild: Callable[[], Any]):
+    """A stage's model folder, written by rank 0 with ``export(policy, folder)``; the other ranks return ``folder``.
+    A sharded policy (``fsdp``) is gathered first (every rank joins) and rank 0 loads the whole tensors into a
+    plain policy built by ``rebuild()`` (the stage's own construction: same structure, adapters, branches)."""
+    state = full_state(policy) if fsdp else None
     if not lead:
         return folder
-    plain = rebuild()
-    plain.load_state_dict(state, strict=True)
-    return export(plain, folder)
+    if fsdp:
+        plain = rebuild()
+        plain.load_state_dict(state, strict=True)
+        policy = plain
+    return export(policy, folder)
 
 
 def as_float(x: torch.Tensor) -> float:
@@ -146,11 +151,32 @@ def uses_fsdp(recipe, world) -> bool:
     return world.size > 1 and recipe.run.parallel == "fsdp"
 
 
-def stage_checkpoint(policy, opt: torch.optim.Optimizer, fsdp: bool, **extra: Any) -> dict[str, Any]:
-    """What a stage writes to its checkpoint (rank 0 writes it): :func:`checkpoint_state` under FSDP (a collective
-    every rank joins), else the trainable parameters (models/factory.trainable_state) and ``opt.state_dict()``."""
+def save_stage_checkpoint(path, policy, opt: torch.optim.Optimizer, *, fsdp: bool, lead: bool, **extra: Any) -> None:
+    """Rank 0 writes a stage checkpoint to ``path``: :func:`checkpoint_state` under FSDP (a collective every rank
+    joins), else the trainable parameters (models/factory.trainable_state) and ``opt.state_dict()``, plus
+    ``extra`` (step, counters)."""
     from vidtune.models.factory import trainable_state
 
     if fsdp:
-        return checkpoint_state(policy, opt, **extra)
-    return {"model": trainable_state(policy), "opt": opt.state_dict(), **extra}
+        state = checkpoint_state(policy, opt, **extra)
+    elif lead:
+        state = {"model": trainable_state(policy), "opt": opt.state_dict(), **extra}
+    else:
+        return
+    if lead:
+        atomic_torch_save(state, path)
+
+
+def prepare_training(policy, recipe, world, device: torch.device, lr: float, saved: dict | None,
+                     reduce: Literal["mean", "sum"] = "mean") -> tuple[bool, list[nn.Parameter], torch.optim.Optimizer]:
+    """(fsdp, trainable parameters, AdamW) for a stage's loop: the policy is sharded first when this rank's job
+    uses FSDP (:func:`uses_fsdp`; gradients reduced by ``reduce``), since the optimiser must hold the shards, and
+    the optimiser state of a checkpoint ``saved`` is restored from either strategy (:func:`restore_optimizer`)."""
+    fsdp = uses_fsdp(recipe, world)
+    if fsdp:
+        shard_policy(policy, world.size, device, reduce=reduce)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    if saved is not None:
+        restore_optimizer(policy, opt, saved)
+    return fsdp, params, opt

@@ -33,10 +33,10 @@ from vidtune.progress import make_progress, track
 from vidtune.errors import VidtuneError
 from vidtune.rewards.compose import RewardSpec, build, compose
 from vidtune.rewards.verifier import ShapeWorldVerifier
-from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
+from vidtune.runlog import MetricsWriter, rewind_metrics, load_checkpoint, make_run_dir
 from vidtune.runtime.distributed import (World, all_reduce_gradients, check_world, gather_objects, reduce_over_ranks,
                                          run_stage, shard)
-from vidtune.runtime.fsdp import as_float, export_full, restore_optimizer, shard_policy, stage_checkpoint, uses_fsdp
+from vidtune.runtime.fsdp import as_float, export_stage, prepare_training, save_stage_checkpoint
 from vidtune.sampling.ode import generate
 from vidtune.stages.dpo_step import DPOBatch, dpo_step
 from vidtune.stages.sft import export
@@ -256,13 +256,8 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
     if (state := load_checkpoint(ckpt)) is not None:
         load_trainable_state(policy, state["model"])
         start = state["step"]
-    fsdp = uses_fsdp(recipe, world)
-    if fsdp:  # after the pairs and the reference copy, which rank 0 / every rank built from the whole policy
-        shard_policy(policy, world.size, device)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    if state is not None:
-        restore_optimizer(policy, opt, state)
+    # FSDP shards after the pairs and the reference copy, which rank 0 / every rank built from the whole policy
+    fsdp, params, opt = prepare_training(policy, recipe, world, device, cfg.lr, state)
     rows = shard(cfg.batch_size, world.rank, world.size)
     if lead:
         print(f"dpo: {len(pairs)} pairs ({counts}), batch {cfg.batch_size} over {world.size} process(es)"
@@ -292,11 +287,8 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
                                 step_time=(time.time() - t_last) / cfg.log_every)
                 t_last = time.time()
                 bar.update(task, info=f"acc {accuracy:.2f}")
-            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
-                state = stage_checkpoint(policy, opt, fsdp, step=step + 1)  # under FSDP: every rank gathers
-                if lead:
-                    atomic_torch_save(state, ckpt)
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:  # under FSDP: every rank gathers
+                save_stage_checkpoint(ckpt, policy, opt, fsdp=fsdp, lead=lead, step=step + 1)
             bar.advance(task)
-    if fsdp:
-        return export_full(policy, lambda: stage_policy(recipe, init), export, stage_dir / "model", lead)
-    return export(policy, stage_dir / "model") if lead else stage_dir / "model"
+    return export_stage(policy, export, stage_dir / "model", fsdp=fsdp, lead=lead,
+                        rebuild=lambda: stage_policy(recipe, init))

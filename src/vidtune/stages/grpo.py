@@ -34,10 +34,10 @@ from vidtune.models.factory import (attach_lora, load_policy, load_trainable_sta
 from vidtune.progress import make_progress
 from vidtune.rewards.compose import Composite, GateSpec, RewardSpec, build
 from vidtune.runtime import make_reward_pool
-from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
+from vidtune.runlog import MetricsWriter, rewind_metrics, load_checkpoint, make_run_dir
 from vidtune.runtime.distributed import (World, all_reduce_gradients, broadcast_object, check_world, reduce_over_ranks,
                                          run_stage, shard)
-from vidtune.runtime.fsdp import as_float, export_full, restore_optimizer, shard_policy, stage_checkpoint, uses_fsdp
+from vidtune.runtime.fsdp import as_float, export_stage, prepare_training, save_stage_checkpoint
 from vidtune.sampling.ode import guided_velocity
 from vidtune.sampling.rollout import RolloutSpec, rollout, transition_eval
 from vidtune.stages.grpo_rewards import score_on_lead, score_shards
@@ -320,13 +320,8 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
                                          if lead else None)
             else:
                 prior = reference_prior(ref, pool, cfg, spec, scorer, seed + 99, progress, world)
-    fsdp = uses_fsdp(recipe, world)
-    if fsdp:  # after the prior, whose prompts do not split evenly over the ranks; sum, as all_reduce_gradients
-        shard_policy(policy, world.size, device, reduce="sum")
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    if saved is not None:
-        restore_optimizer(policy, opt, saved)
+    # FSDP shards after the prior, whose prompts do not split evenly over the ranks; sum, as all_reduce_gradients
+    fsdp, params, opt = prepare_training(policy, recipe, world, device, cfg.lr, saved, reduce="sum")
     b = cfg.prompts_per_iter * cfg.group_size
     own_prompts, rows = shard(cfg.prompts_per_iter, world.rank, world.size), shard(b, world.rank, world.size)
     if lead:
@@ -377,12 +372,10 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
                             time_update=t4 - t3)
             bar.update(task, info=f"reward {float(torch.nanmean(scalar)):.3f}")
             if (it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iterations:  # under FSDP: every rank gathers
-                snapshot = stage_checkpoint(policy, opt, fsdp, signal=state, iteration=it + 1, prior=prior)
-                if lead:
-                    atomic_torch_save(snapshot, ckpt)
+                save_stage_checkpoint(ckpt, policy, opt, fsdp=fsdp, lead=lead, signal=state, iteration=it + 1,
+                                      prior=prior)
             bar.advance(task)
     if scorer is not None:
         scorer.close()
-    if fsdp:
-        return export_full(policy, lambda: stage_policy(recipe, init), export, stage_dir / "model", lead)
-    return export(policy, stage_dir / "model") if lead else stage_dir / "model"
+    return export_stage(policy, export, stage_dir / "model", fsdp=fsdp, lead=lead,
+                        rebuild=lambda: stage_policy(recipe, init))

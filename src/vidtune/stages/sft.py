@@ -30,10 +30,10 @@ from vidtune.models.factory import attach_lora, load_policy, load_trainable_stat
 from vidtune.models.lora import merge_lora
 from vidtune.models.tiny import TinyVideoPolicy
 from vidtune.progress import make_progress, track
-from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
+from vidtune.runlog import MetricsWriter, rewind_metrics, load_checkpoint, make_run_dir
 from vidtune.runtime.distributed import (ForwardWith, World, check_world, reduce_over_ranks, run_stage, shard,
                                          wrap_ddp)
-from vidtune.runtime.fsdp import as_float, export_full, restore_optimizer, shard_policy, stage_checkpoint, uses_fsdp
+from vidtune.runtime.fsdp import as_float, export_stage, prepare_training, save_stage_checkpoint
 from vidtune.stages.fm_step import draw_batch, fm_loss
 from vidtune.stages.pretrain import lr_at
 from vidtune.world.dataset import Example, captions, examples, render_bank
@@ -177,13 +177,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
     if (state := load_checkpoint(ckpt)) is not None:
         load_trainable_state(policy, state["model"])
         start = state["step"]
-    fsdp = uses_fsdp(recipe, world)
-    if fsdp:
-        shard_policy(policy, world.size, device)  # before the optimiser: its parameters become the shards
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    if state is not None:
-        restore_optimizer(policy, opt, state)
+    fsdp, params, opt = prepare_training(policy, recipe, world, device, cfg.lr, state)
     step_loss = loss_module(policy, world.size > 1 and not fsdp, device)
     rows = shard(cfg.batch_size, world.rank, world.size)
     n_train = sum(p.numel() for p in params)
@@ -224,11 +218,8 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
                                 psi_missing=w.n_missing, step_time=dt)
                 bar.update(task, info=f"loss {loss.item():.4f}")
                 t_last = time.time()
-            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
-                state = stage_checkpoint(policy, opt, fsdp, step=step + 1)  # under FSDP: every rank gathers
-                if lead:
-                    atomic_torch_save(state, ckpt)
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:  # under FSDP: every rank gathers
+                save_stage_checkpoint(ckpt, policy, opt, fsdp=fsdp, lead=lead, step=step + 1)
             bar.advance(task)
-    if fsdp:
-        return export_full(policy, lambda: trainable_policy(recipe, init), export, stage_dir / "model", lead)
-    return export(policy, stage_dir / "model") if lead else stage_dir / "model"
+    return export_stage(policy, export, stage_dir / "model", fsdp=fsdp, lead=lead,
+                        rebuild=lambda: trainable_policy(recipe, init))
