@@ -13,10 +13,10 @@ same full tensors as one written by one process, with the optimiser state keyed 
 Collectives run inside every forward and backward of the policy, so all ranks must call the policy the same number
 of times in the same order: fine for Stage I (one forward + backward per step) and Stage III (equal pair shards,
 the same schedule on every rank); GRPO's random minibatches give ranks different numbers of calls, so there the
-ranks with fewer pad with zero-weight calls (stages/grpo.update). :func:`prepare_training`, :func:`save_stage_checkpoint` and :func:`export_stage` are the
-three calls a stage makes. Anything a single rank or an uneven share of
+ranks with fewer pad with zero-weight calls (stages/grpo.update). Anything a single rank or an uneven share of
 work does with the policy (building DPO pairs on rank 0, the BPGO reference prior) happens before sharding, and
-the frozen reference copy is made before sharding and stays a plain module.
+the frozen reference copy is made before sharding and stays a plain module. A stage makes three calls:
+:func:`prepare_training`, :func:`save_stage_checkpoint` and :func:`export_stage`.
 """
 
 from __future__ import annotations
