@@ -112,6 +112,9 @@ class PretrainConfig(Section):
     cond_dropout: float = Field(0.1, ge=0, le=1, description="Probability of the empty prompt (for CFG).")
     p_i2v: float = Field(0.25, ge=0, le=1, description="Probability of first-frame conditioning.")
     t_sampler: Literal["logit_normal", "shifted_uniform"] = "logit_normal"
+    t_loc: float = Field(0.0, description="logit_normal: location μ of t = sigmoid(μ + σ·n); μ > 0 trains more at "
+                         "high noise, where the layout (how many objects, where) is decided.")
+    t_scale: float = Field(1.0, gt=0, description="logit_normal: spread σ of t = sigmoid(μ + σ·n).")
     ckpt_every: int = Field(500, ge=1, description="Checkpoint every N steps (resumable).")
     log_every: int = Field(50, ge=1)
     max_grad_norm: float = Field(1.0, gt=0)

@@ -27,7 +27,10 @@ def test_round_trip_instruction_and_loose_captions():
 def test_parse_examples_and_errors():
     s = parse("two small red circles move right, then fall, camera pans left")
     assert s == Scene("red", "circle", "small", 2, ("right", "fall"), "left")
-    assert parse("a red circle falls") == Scene("red", "circle", None, None, ("fall",), None)
+    assert parse("a red circle falls") == Scene("red", "circle", None, 1, ("fall",), None)
+    assert parse("red circles fall") == Scene("red", "circle", None, None, ("fall",), None)
+    with pytest.raises(VidtuneError, match="does not agree"):
+        parse("red circle falls")
     with pytest.raises(VidtuneError, match="'dragon'"):
         parse("a red dragon")
     with pytest.raises(VidtuneError, match="did you mean 'circle'"):
@@ -119,7 +122,9 @@ def test_heldout_split_never_in_train():
     assert not any((e.scene.colour, e.scene.shape) in HELDOUT_COMPOSITIONS for e in train)
     assert all((e.scene.colour, e.scene.shape) in HELDOUT_COMPOSITIONS for e in held)
     caps = captions(train[:50], "loose", 0, 0.5)
-    assert all(parse(c).count is None for c in caps if "particles" not in c)
+    for e, c in zip(train[:50], caps):  # loose: one object or several, the exact count and the camera open
+        if "particles" not in c:
+            assert parse(c).count == (1 if e.scene.count == 1 else None) and parse(c).camera is None, c
 
 
 def test_infeasible_scene_raises_named_error():

@@ -21,10 +21,10 @@ class FMBatch(NamedTuple):
 
 
 def draw_batch(step: int, seed: int, n_data: int, batch: int, p_drop: float, p_i2v: float,
-               t_sampler: str) -> FMBatch:
+               t_sampler: str, t_loc: float = 0.0, t_scale: float = 1.0) -> FMBatch:
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     idx = torch.randint(n_data, (batch,), generator=g)
-    t = sample_t(batch, g, t_sampler)  # type: ignore[arg-type]
+    t = sample_t(batch, g, t_sampler, loc=t_loc, scale=t_scale)  # type: ignore[arg-type]
     drop = torch.rand(batch, generator=g) < p_drop
     i2v = torch.rand(batch, generator=g) < p_i2v
     return FMBatch(idx, t, drop, i2v, g)

@@ -86,7 +86,8 @@ def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
     with make_progress() as bar:
         task = bar.add_task("pretrain", total=cfg.steps, completed=start, info="", visible=progress)
         for step in range(start, cfg.steps):
-            fb = draw_batch(step, seed, len(exs), cfg.batch_size, cfg.cond_dropout, cfg.p_i2v, cfg.t_sampler)
+            fb = draw_batch(step, seed, len(exs), cfg.batch_size, cfg.cond_dropout, cfg.p_i2v, cfg.t_sampler,
+                            cfg.t_loc, cfg.t_scale)
             loss = fm_loss(model, bank[fb.index].float() / 255.0, [texts[i] for i in fb.index.tolist()], fb).loss
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.cooldown)

@@ -6,9 +6,11 @@ Instruction caption (full control)::
     e.g. "two small red circles move right, then fall, camera pans left"
          "blue particles pour"
 
-Loose caption (pretraining): "a red circle" and, with some probability, the first motion verb.
-``parse(caption)`` inverts both styles; fields a loose caption does not state are ``None``. An instruction caption
-always starts with a count word (one, two, three), a loose one with "a"; a pour caption has no loose form.
+Loose caption (pretraining), as people caption: "a red circle" for one object, "red circles" for two or three,
+and, with some probability, the first motion verb.
+``parse(caption)`` inverts both styles; fields a loose caption does not state are ``None`` (the count of "red
+circles" too). An instruction caption always starts with a count word (one, two, three) and states the camera; a
+loose one starts with "a" or a colour and leaves the camera open; a pour caption has no loose form.
 """
 
 from __future__ import annotations
@@ -84,10 +86,12 @@ def caption(scene: Scene) -> str:
     if scene.pour:
         text = f"{scene.colour} particles pour"
     else:
-        n = scene.count or 1
-        plural = n > 1
-        head = COUNT_WORDS[n] if scene.count is not None else "a"
-        words = [head]
+        if is_loose(scene) and scene.count is None:  # loose, several objects: "red circles"
+            plural, words = True, []
+        else:
+            n = scene.count or 1
+            plural = n > 1
+            words = ["a" if is_loose(scene) and not plural else COUNT_WORDS[n]]
         if scene.size is not None:
             words.append(scene.size)
         words += [scene.colour, scene.shape + ("s" if plural else "")]
@@ -100,12 +104,18 @@ def caption(scene: Scene) -> str:
     return text
 
 
+def is_loose(scene: Scene) -> bool:
+    """A loose caption's scene: it leaves the camera open (an instruction caption always states it)."""
+    return scene.camera is None and not scene.pour
+
+
 def loose(scene: Scene, with_motion: bool) -> Scene:
-    """The loose-caption view of a full scene: colour and shape, optionally the first motion."""
+    """The loose-caption view of a full scene: colour and shape, one object or several ("a red circle" /
+    "red circles", as people caption), optionally the first motion; the exact count, size and camera stay open."""
     if scene.pour:  # a pour caption names no count/size/motion to drop; keep it whole
         return scene
     motions = scene.motions[:1] if (with_motion and scene.motions) else None
-    return replace(scene, size=None, count=None, motions=motions, camera=None)
+    return replace(scene, size=None, count=1 if scene.count == 1 else None, motions=motions, camera=None)
 
 
 def vocabulary() -> list[str]:
@@ -154,11 +164,13 @@ def parse(text: str) -> Scene:
     if len(words) >= 3 and words[1:3] == ["particles", "pour"] and words[0] in COLOURS and len(clauses) == 1:
         return Scene(colour=words[0], shape=None, size=None, count=None, motions=None, camera=camera or "static",
                      pour=True)
-    if not words or words[0] not in WORD_COUNTS:
-        raise VidtuneError(f"prompt {text!r} must start with a count word (a, one, two, three) or a colour pour")
-    count = WORD_COUNTS[words[0]]
-    explicit_count = words[0] not in ("a", "an")
-    i = 1
+    several = bool(words) and words[0] in COLOURS  # loose plural: "red circles fall" (two or three)
+    if not words or not (several or words[0] in WORD_COUNTS):
+        raise VidtuneError(f"prompt {text!r} must start with a count word (a, one, two, three), a colour "
+                           "followed by a plural shape, or a colour pour")
+    count = 2 if several else WORD_COUNTS[words[0]]
+    explicit_count = not several and words[0] not in ("a", "an")
+    i = 0 if several else 1
     size = None
     if i < len(words) and words[i] in SIZES:
         size, i = words[i], i + 1
@@ -187,7 +199,7 @@ def parse(text: str) -> Scene:
         colour=colour,
         shape=shape,
         size=size,
-        count=count if (explicit_count or count > 1) else (1 if size is not None else None),
+        count=None if several else count,
         motions=tuple(motions) if motions else None,
         # instruction captions (explicit count) state the camera whenever it moves; loose ones leave it open
         camera=camera or ("static" if explicit_count else None),
