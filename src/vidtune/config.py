@@ -39,6 +39,16 @@ class RunConfig(Section):
         "ddp", description="Data-parallel strategy of a torchrun job (WORLD_SIZE > 1; ignored in one process): ddp "
         "keeps a whole policy per rank, fsdp shards parameters, gradients and optimiser state over the ranks "
         "(FSDP2 per transformer block and text encoder; runtime/fsdp.py).")
+    rollout_workers: int = Field(
+        0, ge=0, description="GRPO under runtime=ray: Ray actors that roll out each iteration's prompt groups (their "
+        "share each, with the policy actor's weights sent by object reference); 0 = the policy actor rolls out "
+        "itself (runtime/rollout_workers.py).")
+
+    @model_validator(mode="after")
+    def _rollout_workers_need_ray(self) -> "RunConfig":
+        if self.rollout_workers and self.runtime != "ray":
+            raise ValueError(f"run.rollout_workers={self.rollout_workers} needs run.runtime=ray")
+        return self
 
 
 class WorldConfig(Section):

@@ -1,9 +1,9 @@
-"""Ray backend: reward workers (and any other role) as Ray actors on ONE placement group (DESIGN.md §5).
+"""Ray backend: reward workers as Ray actors on ONE placement group (DESIGN.md §5).
 
 The placement group has one bundle holding the node's pool of devices (all its CPUs, and its GPUs). Every actor
 takes a fraction of that bundle (``num_cpus``/``num_gpus`` < 1), so several reward workers share a device, and the
-rollout/policy roles would sit in the same bundle: rollout, reward and update take turns on the same devices and no
-reward pool stays idle. Fractions are only Ray's bookkeeping; the real compute quota is applied inside the worker:
+policy actor and rollout workers sit in the same bundle (runtime/ray_stage.py, runtime/rollout_workers.py):
+rollout, reward and update take turns on the same devices and no reward pool stays idle. Fractions are only Ray's bookkeeping; the real compute quota is applied inside the worker:
 a thread budget per call on CPU, ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` at launch on GPU (docs/scaling.md).
 
 Reward workers are the plain :class:`RewardWorker` host wrapped with ``ray.remote`` at launch, holding the same
@@ -43,8 +43,9 @@ def ensure_ray(num_cpus: int | None = None, num_gpus: int | None = None, address
     return True
 
 
-def _share(total: float, n: int) -> float:
-    """Ray fraction per actor: total/n, at most 1 (Ray wants whole numbers above 1), rounded down to 1e-4."""
+def role_share(total: float, n: int) -> float:
+    """Ray fraction of the bundle per actor when ``n`` actors share it: total/n, at most 1 (Ray wants whole numbers
+    above 1), rounded down to 1e-4 so the fractions never add up to more than the bundle."""
     return math.floor(min(1.0, total / max(1, n)) * 1e4) / 1e4
 
 
@@ -78,26 +79,30 @@ class RayBackend:
         self.timeout_s, self.max_retries, self.ready_timeout_s = timeout_s, max_retries, ready_timeout_s
         self.extra_roles = extra_roles
         self.stats = RetryStats()
-        self.pg = None
+        self.pg, self._own_pg = None, False
         self.actors: dict[str, Any] = {}
         self._refs: dict[str, Any] = {}  # worker key → object ref of the pristine reward
         self._mps: dict[str, int] = {}  # worker key → MPS active-thread percentage (GPU)
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def start(self, rewards: Mapping[str, Any]) -> None:
-        """Create the placement group and one actor per reward (worker key → reward instance); wait until up."""
+        """Create the placement group (or, inside an actor placed in one, share that: the policy actor's pool) and
+        one actor per reward (worker key → reward instance); wait until they are up."""
         import ray
-        from ray.util.placement_group import placement_group
+        from ray.util.placement_group import get_current_placement_group, placement_group
 
         bundle = {"CPU": float(self.n_cores)} | ({"GPU": float(self.n_gpus)} if self.n_gpus else {})
-        self.pg = placement_group([bundle], strategy="PACK")
+        self.pg = get_current_placement_group()  # inside the policy actor: its pool (runtime/ray_stage.py)
+        self._own_pg = self.pg is None
+        if self._own_pg:
+            self.pg = placement_group([bundle], strategy="PACK")
         try:
             ray.get(self.pg.ready(), timeout=self.ready_timeout_s)
         except ray.exceptions.GetTimeoutError:
             raise VidtuneError(f"Ray could not reserve the pool {bundle} within {self.ready_timeout_s:.0f} s; "
                                f"cluster has {ray.available_resources()} free (another pool still open?)") from None
         n = len(rewards) + self.extra_roles
-        self._cpu, self._gpu = _share(self.n_cores, n), _share(self.n_gpus, n) if self.n_gpus else 0.0
+        self._cpu, self._gpu = role_share(self.n_cores, n), role_share(self.n_gpus, n) if self.n_gpus else 0.0
         self._refs = {k: ray.put(r) for k, r in rewards.items()}
         self.actors = {k: self._launch(k) for k in rewards}
         ray.get([a.ready.remote() for a in self.actors.values()], timeout=self.ready_timeout_s)
@@ -114,15 +119,6 @@ class RayBackend:
 
         env = {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": str(self._mps[key])} if key in self._mps else None
         return ray.remote(RewardWorker).options(**self._options(env)).remote(key, self._refs[key])
-
-    def launch_role(self, cls: type, *args: Any, **kwargs: Any):
-        """Place another plain class (rollout worker, policy actor; counted in ``extra_roles``) in the same bundle
-        with the same fractions; returns its actor handle. A sketch of the full-Ray layout (docs/scaling.md)."""
-        import ray
-
-        if self.pg is None:
-            raise VidtuneError("start() the backend before launching roles on its placement group")
-        return ray.remote(cls).options(**self._options()).remote(*args, **kwargs)
 
     def restart(self, key: str) -> None:
         """Kill worker ``key`` (if still alive) and relaunch it from the pristine reward; wait until it answers."""
@@ -159,9 +155,9 @@ class RayBackend:
         for a in self.actors.values():
             ray.kill(a, no_restart=True)
         self.actors = {}
-        if self.pg is not None:
+        if self.pg is not None and self._own_pg:
             remove_placement_group(self.pg)
-            self.pg = None
+        self.pg = None
         if self._owns_ray:
             ray.shutdown()
 

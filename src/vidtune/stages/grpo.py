@@ -35,9 +35,10 @@ from vidtune.progress import make_progress
 from vidtune.rewards.compose import Composite, GateSpec, RewardSpec, build
 from vidtune.runtime import make_reward_pool
 from vidtune.runlog import MetricsWriter, rewind_metrics, load_checkpoint, make_run_dir
-from vidtune.runtime.distributed import (World, all_reduce_gradients, broadcast_object, check_world, reduce_over_ranks,
-                                         run_stage, shard)
+from vidtune.runtime.distributed import (World, all_reduce_gradients, broadcast_object, check_world, launched_world,
+                                         reduce_over_ranks, run_stage, shard)
 from vidtune.runtime.fsdp import as_float, export_stage, prepare_training, save_stage_checkpoint
+from vidtune.runtime.ray_stage import pool_roles, run_on_pool
 from vidtune.sampling.ode import guided_velocity
 from vidtune.sampling.rollout import RolloutSpec, rollout, transition_eval
 from vidtune.stages.grpo_rewards import score_on_lead, score_shards
@@ -269,9 +270,29 @@ def check_data_parallel(recipe: Recipe, world: World) -> None:
                            "process; run it in one process (docs/scaling.md)")
 
 
+def check_rollout_workers(recipe: Recipe, world: World) -> None:
+    """Rollout workers (``run.rollout_workers``) take whole prompt groups in one Ray-run process."""
+    n = recipe.run.rollout_workers
+    if not n:
+        return
+    if world.size > 1:
+        raise VidtuneError(f"run.rollout_workers={n} is for one process on Ray; under torchrun (WORLD_SIZE="
+                           f"{world.size}) every rank rolls out its own shard: set run.rollout_workers=0")
+    if recipe.grpo.prompts_per_iter % n:
+        raise VidtuneError(f"grpo.prompts_per_iter={recipe.grpo.prompts_per_iter} does not split into whole prompt "
+                           f"groups over run.rollout_workers={n}; use a multiple of {n}")
+
+
 def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: bool = True) -> Path:
     """Train Stage II and export its model folder (see the module docstring); in a torchrun job every rank calls
-    this and gets the export's path once rank 0 has written it."""
+    this and gets the export's path once rank 0 has written it. One process under ``run.runtime=ray``: the loop
+    runs in the policy actor on the pool's placement group, beside the reward and rollout workers
+    (runtime/ray_stage.py)."""
+    world = launched_world()
+    check_rollout_workers(recipe, world)
+    if recipe.run.runtime == "ray" and world.size == 1:
+        check_data_parallel(recipe, world)
+        return run_on_pool(train, recipe, run_dir, init, progress)
     return run_stage(train, check_data_parallel, recipe, run_dir, init, progress)
 
 
@@ -303,8 +324,17 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
     ref = reference_policy(policy)  # with LoRA: the same network with adapters disabled, else a frozen copy
     rewarder = build_composite(cfg.reward)
     shared = world.size > 1 and recipe.run.runtime == "ray"  # one reward pool, on rank 0 (stages/grpo_rewards.py)
+    on_pool = recipe.run.runtime == "ray" and world.size == 1  # in the policy actor (runtime/ray_stage.py)
+    extra = {"extra_roles": pool_roles(recipe) - len(cfg.reward.heads) - len(cfg.reward.gates)} if on_pool else {}
     scorer = None if shared and not lead else make_reward_pool(rewarder, recipe.run.runtime,
-                                                                threads=recipe.run.threads)
+                                                                threads=recipe.run.threads, **extra)
+    fleet = None
+    if recipe.run.rollout_workers:
+        from vidtune.runtime.ray_backend import role_share
+        from vidtune.runtime.rollout_workers import RolloutFleet
+
+        fleet = RolloutFleet(policy, recipe.run.rollout_workers, recipe.run.threads,
+                             role_share(recipe.run.threads, pool_roles(recipe)))
     extractor = vipo_extractor(cfg.vipo.extractor, device) if cfg.vipo.enabled else None
     state, start = SignalState(), 0
     ckpt = stage_dir / "checkpoint" / "state.pt"
@@ -338,8 +368,13 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
             idx = iteration_prompts(pool.prompts, it, seed, cfg.prompts_per_iter)
             own = idx[own_prompts]
             policy.eval()
-            ro, cond, uncond = do_rollout(policy, [pool.prompts[i] for i in own], cfg.group_size, spec,
-                                          seed * 1009 + it, pool_images(pool, own, policy), rows, b)
+            if fleet is not None:  # the rollout workers, with this iteration's weights
+                ro, cond, uncond = fleet.rollout(policy, [pool.prompts[i] for i in own],
+                                                 pool_images(pool, own, policy), cfg.group_size, spec,
+                                                 seed * 1009 + it)
+            else:
+                ro, cond, uncond = do_rollout(policy, [pool.prompts[i] for i in own], cfg.group_size, spec,
+                                              seed * 1009 + it, pool_images(pool, own, policy), rows, b)
             videos = policy.decode(ro.final).cpu()
             t1 = time.time()
             scored = (score_on_lead(scorer, videos, ro.prompts, lead) if shared
@@ -377,5 +412,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
             bar.advance(task)
     if scorer is not None:
         scorer.close()
+    if fleet is not None:
+        fleet.close()
     return export_stage(policy, export, stage_dir / "model", fsdp=fsdp, lead=lead,
                         rebuild=lambda: stage_policy(recipe, init))
