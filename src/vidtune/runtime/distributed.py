@@ -119,15 +119,17 @@ def join_launched_group(world: World, device: torch.device) -> bool:
     return True
 
 
-def check_world(world: World, stage: str, model_type: str, batch_key: str, batch: int) -> None:
-    """A multi-process ``stage`` needs the embedded tiny model (a Wan policy under data parallelism is not wired: its
-    frozen VAE/encoders and two experts call for FSDP or per-expert wrapping) and a batch (recipe key ``batch_key``,
-    value ``batch``) that splits into equal shards, so that averages over ranks are averages over the batch."""
+def check_world(world: World, stage: str, model_type: str, batch_key: str, batch: int,
+                parallel: str = "ddp") -> None:
+    """A multi-process ``stage`` needs a batch (recipe key ``batch_key``, value ``batch``) that splits into equal
+    shards, so that averages over ranks are averages over the batch. Under FSDP (``parallel``) only the tiny model
+    has its sharding units (runtime/fsdp.fsdp_units); a Wan policy runs data-parallel under DDP (each rank a whole
+    copy: its frozen VAE and text encoder, and the LoRA adapters whose gradients are reduced)."""
     if world.size == 1:
         return
-    if model_type != "tiny":
-        raise VidtuneError(f"data-parallel {stage} (WORLD_SIZE={world.size}) supports the embedded tiny model only; "
-                           f"run model.type={model_type} {stage} in one process (docs/scaling.md)")
+    if model_type != "tiny" and parallel == "fsdp":
+        raise VidtuneError(f"run.parallel=fsdp for {stage} (WORLD_SIZE={world.size}) supports the embedded tiny model "
+                           f"only; run model.type={model_type} with run.parallel=ddp (docs/scaling.md)")
     if batch % world.size:
         raise VidtuneError(f"{batch_key}={batch} does not split over WORLD_SIZE={world.size} ranks; use a multiple "
                            "of the number of processes")

@@ -258,7 +258,8 @@ def check_data_parallel(recipe: Recipe, world: World) -> None:
     one stream over each scored batch (``noisy``) is refused: under ``run.runtime=local`` each rank scores its own
     shard, so the draws would depend on how the batch is split, and under ``ray`` the pool's profiling calls draw
     from the stream as well."""
-    check_world(world, "GRPO", recipe.model.type, "grpo.prompts_per_iter", recipe.grpo.prompts_per_iter)
+    check_world(world, "GRPO", recipe.model.type, "grpo.prompts_per_iter", recipe.grpo.prompts_per_iter,
+                recipe.run.parallel)
     if world.size == 1:
         return
     rewards = recipe.grpo.reward
