@@ -61,11 +61,9 @@ def test_two_ranks_skip_together_with_too_few_pairs(model_dir, tmp_path):
     assert all(bool((init[k] == out[k]).all()) for k in init)
 
 
-def test_data_parallel_needs_the_tiny_model_and_an_even_batch():
+def test_data_parallel_needs_an_even_batch():
     check_data_parallel(load_recipe(None, ["dpo.batch_size=3"]), World(0, 1, 0))  # one process: anything goes
     with pytest.raises(VidtuneError, match="dpo.batch_size=3 does not split over WORLD_SIZE=2"):
         check_data_parallel(load_recipe(None, ["dpo.batch_size=3"]), World(1, 2, 1))
-    with pytest.raises(VidtuneError, match="run.parallel=fsdp .* tiny model only"):
-        check_data_parallel(load_recipe(None, ["model.type=wan", "model.hub_id=x/y", "run.parallel=fsdp"]),
-                            World(0, 2, 0))
-    check_data_parallel(load_recipe(None, ["model.type=wan", "model.hub_id=x/y"]), World(0, 2, 0))  # Wan under DDP: test_wan_ddp.py
+    # Wan: test_wan_ddp.py
+    check_data_parallel(load_recipe(None, ["model.type=wan", "model.hub_id=x/y"]), World(0, 2, 0))

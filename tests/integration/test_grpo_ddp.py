@@ -71,9 +71,7 @@ def test_data_parallel_refuses_what_the_ranks_cannot_reproduce(monkeypatch, tmp_
     check_data_parallel(recipe("grpo.prompts_per_iter=3", "run.runtime=ray"), World(0, 1, 0))  # one process: fine
     with pytest.raises(VidtuneError, match="grpo.prompts_per_iter=3 does not split over WORLD_SIZE=2"):
         check_data_parallel(recipe("grpo.prompts_per_iter=3"), two)
-    with pytest.raises(VidtuneError, match="run.parallel=fsdp .* tiny model only"):
-        check_data_parallel(recipe("model.type=wan", "model.hub_id=x/y", "run.parallel=fsdp"), two)
-    check_data_parallel(recipe("model.type=wan", "model.hub_id=x/y"), two)  # Wan under DDP: test_wan_ddp.py
+    check_data_parallel(recipe("model.type=wan", "model.hub_id=x/y"), two)  # Wan: test_wan_ddp.py
     check_data_parallel(recipe("run.runtime=ray"), two)  # one pool on rank 0 (test_two_ranks_share_one_ray_pool)
     noisy = recipe("grpo.reward.heads=[{reward: sharpness}, {reward: noisy}]")
     with pytest.raises(VidtuneError, match=r"grpo.reward.heads\[1\]: reward 'noisy' draws its noise from one stream"):

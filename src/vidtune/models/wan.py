@@ -173,6 +173,13 @@ class WanVideoPolicy(nn.Module):
     def transformers(self) -> list[nn.Module]:
         return [t for t in (self.transformer, self.transformer_2) if t is not None]
 
+    def fsdp_units(self) -> list[nn.Module]:
+        """FSDP units (runtime/fsdp.py): every transformer block of both experts; the transformers are the roots."""
+        return [block for tr in self.transformers() for block in tr.blocks]
+
+    def fsdp_roots(self) -> list[nn.Module]:
+        return self.transformers()
+
     @property
     def device(self) -> torch.device:
         return next(self.transformer.parameters()).device

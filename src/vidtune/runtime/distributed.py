@@ -119,18 +119,11 @@ def join_launched_group(world: World, device: torch.device) -> bool:
     return True
 
 
-def check_world(world: World, stage: str, model_type: str, batch_key: str, batch: int,
-                parallel: str = "ddp") -> None:
-    """A multi-process ``stage`` needs a batch (recipe key ``batch_key``, value ``batch``) that splits into equal
-    shards, so that averages over ranks are averages over the batch. Under FSDP (``parallel``) only the tiny model
-    has its sharding units (runtime/fsdp.fsdp_units); a Wan policy runs data-parallel under DDP (each rank a whole
-    copy: its frozen VAE and text encoder, and the LoRA adapters whose gradients are reduced)."""
-    if world.size == 1:
-        return
-    if model_type != "tiny" and parallel == "fsdp":
-        raise VidtuneError(f"run.parallel=fsdp for {stage} (WORLD_SIZE={world.size}) supports the embedded tiny model "
-                           f"only; run model.type={model_type} with run.parallel=ddp (docs/scaling.md)")
-    if batch % world.size:
+def check_world(world: World, batch_key: str, batch: int) -> None:
+    """A multi-process stage needs a batch (recipe key ``batch_key``, value ``batch``) that splits into equal
+    shards, so that averages over ranks are averages over the batch. Any policy runs data-parallel: under DDP each
+    rank holds a whole copy, under FSDP the tiny DiT or the Wan transformers are sharded (runtime/fsdp.py)."""
+    if world.size > 1 and batch % world.size:
         raise VidtuneError(f"{batch_key}={batch} does not split over WORLD_SIZE={world.size} ranks; use a multiple "
                            "of the number of processes")
 

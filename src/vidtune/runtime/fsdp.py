@@ -47,16 +47,22 @@ def fsdp_units(policy) -> list[nn.Module]:
     return [*net.blocks, net.text]
 
 
+def fsdp_roots(policy) -> list[nn.Module]:
+    """The networks sharded as root units (after their :func:`fsdp_units`): the tiny DiT, or what the policy names
+    with ``fsdp_roots()`` (Wan: its one or two transformers; the frozen VAE and text encoder stay whole per rank)."""
+    return list(policy.fsdp_roots()) if hasattr(policy, "fsdp_roots") else [policy.net]
+
+
 def shard_policy(policy, world_size: int, device: torch.device, reduce: Literal["mean", "sum"] = "mean") -> None:
-    """Shard ``policy.net`` over the ``world_size`` ranks of the current process group (FSDP2, one flat mesh
-    dimension): every unit of :func:`fsdp_units`, then the network as the root. Each backward reduces the ranks'
+    """Shard the policy's networks (:func:`fsdp_roots`) over the ``world_size`` ranks of the current process group (FSDP2, one flat mesh
+    dimension): every unit of :func:`fsdp_units`, then each root. Each backward reduces the ranks'
     gradients by ``reduce``: their mean (as DDP; per-rank means over equal shards) or their sum (per-rank shares
     of one loss, GRPO). The ranks must hold identical weights when this is called (loaded from the same files),
     since each keeps only its slice."""
     if is_sharded(policy):
         raise VidtuneError("the policy is sharded already")
     mesh = init_device_mesh(device.type, (world_size,))
-    units = [*fsdp_units(policy), policy.net]
+    units = [*fsdp_units(policy), *fsdp_roots(policy)]
     for unit in units:
         fully_shard(unit, mesh=mesh)
         if reduce == "sum":  # plain SUM (gloo has no pre-multiplied sum)
@@ -65,7 +71,7 @@ def shard_policy(policy, world_size: int, device: torch.device, reduce: Literal[
 
 
 def is_sharded(policy) -> bool:
-    return isinstance(getattr(policy, "net", None), FSDPModule)
+    return any(isinstance(root, FSDPModule) for root in fsdp_roots(policy))
 
 
 def full_state(policy, trainable_only: bool = False) -> dict[str, torch.Tensor]:

@@ -190,9 +190,8 @@ def pair_batch(step: int, recipe: Recipe, x0_w: torch.Tensor, x0_l: torch.Tensor
 
 
 def check_data_parallel(recipe: Recipe, world: World) -> None:
-    """A multi-process DPO job needs the tiny model and a ``dpo.batch_size`` that splits evenly over the ranks."""
-    check_world(world, "DPO", recipe.model.type, "dpo.batch_size", recipe.dpo.batch_size,
-                recipe.run.parallel)
+    """A multi-process DPO job needs a ``dpo.batch_size`` that splits evenly over the ranks."""
+    check_world(world, "dpo.batch_size", recipe.dpo.batch_size)
 
 
 def run(recipe: Recipe, run_dir: str | Path, init: str | None = None, progress: bool = True) -> Path:

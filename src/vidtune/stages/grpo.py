@@ -253,13 +253,12 @@ def update_logs(stats: dict) -> dict:
 
 
 def check_data_parallel(recipe: Recipe, world: World) -> None:
-    """A multi-process GRPO job needs the tiny model and whole prompt groups per rank (``grpo.prompts_per_iter`` a
+    """A multi-process GRPO job needs whole prompt groups per rank (``grpo.prompts_per_iter`` a
     multiple of the number of processes, runtime/distributed.check_world). A reward that draws its randomness from
     one stream over each scored batch (``noisy``) is refused: under ``run.runtime=local`` each rank scores its own
     shard, so the draws would depend on how the batch is split, and under ``ray`` the pool's profiling calls draw
     from the stream as well."""
-    check_world(world, "GRPO", recipe.model.type, "grpo.prompts_per_iter", recipe.grpo.prompts_per_iter,
-                recipe.run.parallel)
+    check_world(world, "grpo.prompts_per_iter", recipe.grpo.prompts_per_iter)
     if world.size == 1:
         return
     rewards = recipe.grpo.reward

@@ -136,9 +136,8 @@ def export(policy, folder: Path) -> Path:
 
 
 def check_data_parallel(recipe: Recipe, world: World) -> None:
-    """A multi-process job needs the tiny model and an ``sft.batch_size`` that splits evenly over the ranks."""
-    check_world(world, "SFT", recipe.model.type, "sft.batch_size", recipe.sft.batch_size,
-                recipe.run.parallel)
+    """A multi-process job needs an ``sft.batch_size`` that splits evenly over the ranks."""
+    check_world(world, "sft.batch_size", recipe.sft.batch_size)
 
 
 def loss_module(policy, ddp: bool, device: torch.device) -> torch.nn.Module:
