@@ -133,3 +133,13 @@ def test_physics_branch_initialisation_depends_only_on_the_seed(tmp_path, tiny_p
     torch.randn(100)  # move the global RNG
     b = trainable_policy(recipe)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_t_loc_moves_the_flow_times_toward_noise():
+    """pretrain.t_loc: t = sigmoid(μ + n), so the median flow time is sigmoid(μ) (0.5 at μ = 0, 0.69 at μ = 0.8);
+    the rest of the batch's draws (clips, dropout, I2V) do not depend on it."""
+    base, shifted = draw_batch(0, 0, 64, 4096, 0.1, 0.3, "logit_normal"), \
+        draw_batch(0, 0, 64, 4096, 0.1, 0.3, "logit_normal", t_loc=0.8)
+    assert abs(float(base.t.median()) - 0.5) < 0.02
+    assert abs(float(shifted.t.median()) - float(torch.sigmoid(torch.tensor(0.8)))) < 0.02
+    assert torch.equal(base.index, shifted.index) and torch.equal(base.drop, shifted.drop)
