@@ -29,8 +29,9 @@ from vidtune.runtime.worker import Outcome, RewardWorker
 
 def ensure_ray(num_cpus: int | None = None, num_gpus: int | None = None, address: str | None = None) -> bool:
     """Connect to the cluster at ``address``, or start a local Ray (no dashboard, token auth off unless
-    RAY_AUTH_MODE is set: ENVIRONMENT.md §4), unless Ray is already initialised in this process; True when this
-    call initialised it (then the caller shuts it down)."""
+    RAY_AUTH_MODE is set: ENVIRONMENT.md §4; workers at the normal priority unless RAY_worker_niceness is set),
+    unless Ray is already initialised in this process; True when this call initialised it (then the caller shuts
+    it down)."""
     import ray
 
     if ray.is_initialized():
@@ -39,6 +40,8 @@ def ensure_ray(num_cpus: int | None = None, num_gpus: int | None = None, address
         ray.init(address=address)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        # Ray starts its workers at nice 15; the policy actor is the training job itself, so keep the default priority
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
     return True
 
