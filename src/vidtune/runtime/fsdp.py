@@ -54,10 +54,10 @@ def fsdp_roots(policy) -> list[nn.Module]:
 
 
 def shard_policy(policy, world_size: int, device: torch.device, reduce: Literal["mean", "sum"] = "mean") -> None:
-    """Shard the policy's networks (:func:`fsdp_roots`) over the ``world_size`` ranks of the current process group (FSDP2, one flat mesh
-    dimension): every unit of :func:`fsdp_units`, then each root. Each backward reduces the ranks'
-    gradients by ``reduce``: their mean (as DDP; per-rank means over equal shards) or their sum (per-rank shares
-    of one loss, GRPO). The ranks must hold identical weights when this is called (loaded from the same files),
+    """Shard the policy's networks (:func:`fsdp_roots`) over the ``world_size`` ranks of the current process group
+    (FSDP2, one flat mesh dimension): every unit of :func:`fsdp_units`, then each root. Each backward reduces the
+    ranks' gradients by ``reduce``: their mean (as DDP; per-rank means over equal shards) or their sum (per-rank
+    shares of one loss, GRPO). The ranks must hold identical weights when this is called (loaded from the same files),
     since each keeps only its slice."""
     if is_sharded(policy):
         raise VidtuneError("the policy is sharded already")

@@ -3,8 +3,9 @@
 The placement group has one bundle holding the node's pool of devices (all its CPUs, and its GPUs). Every actor
 takes a fraction of that bundle (``num_cpus``/``num_gpus`` < 1), so several reward workers share a device, and the
 policy actor and rollout workers sit in the same bundle (runtime/ray_stage.py, runtime/rollout_workers.py):
-rollout, reward and update take turns on the same devices and no reward pool stays idle. Fractions are only Ray's bookkeeping; the real compute quota is applied inside the worker:
-a thread budget per call on CPU, ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` at launch on GPU (docs/scaling.md).
+rollout, reward and update take turns on the same devices and no reward pool stays idle. Fractions are only Ray's
+bookkeeping; the real compute quota is applied inside the worker: a thread budget per call on CPU,
+``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` at launch on GPU (docs/scaling.md).
 
 Reward workers are the plain :class:`RewardWorker` host wrapped with ``ray.remote`` at launch, holding the same
 reward instance (shipped once through the object store, which also keeps the pristine copy used on a restart).

@@ -1,13 +1,12 @@
 """Rollout workers: GRPO's SDE sampling on Ray actors of the pool's placement group (DESIGN.md §5).
 
-Each worker holds a copy of the policy (shipped once through the object store at launch). Every iteration the
-policy actor publishes its trainable weights once (``ray.put``; the LoRA adapters of a Wan policy, everything of
-the tiny one) and each worker receives the object reference with
-its share of the iteration's prompt groups, loads the weights and rolls out those groups as the rows of the whole
-batch (sampling/rollout.py: the initial and SDE noise are drawn per global row, the noisy set and trained
-transitions for the whole batch), so the workers' rollouts, concatenated, are row for row the rollout one process
-would make (to float rounding of the smaller batched forward). Trajectories and prompt encodings come back as
-object references; only the policy actor, which updates on them, fetches them.
+Each worker holds a copy of the policy (shipped once through the object store at launch). Every iteration the policy
+actor publishes its trainable weights once (``ray.put``; the LoRA adapters of a Wan policy, everything of the tiny
+one) and each worker receives the object reference with its share of the iteration's prompt groups, loads the weights
+and rolls out those groups as the rows of the whole batch (sampling/rollout.py: the initial and SDE noise are drawn
+per global row, the noisy set and trained transitions for the whole batch), so the workers' rollouts, concatenated,
+are row for row the rollout one process would make (to float rounding of the smaller batched forward). Trajectories
+and prompt encodings come back as object references; only the policy actor, which updates on them, fetches them.
 """
 
 from __future__ import annotations
@@ -54,12 +53,13 @@ class RolloutWorker:
 
     def rollout(self, weights: dict, prompts: list[str], images: torch.Tensor | None, group: int, spec: RolloutSpec,
                 seed: int, rows: slice, batch: int) -> tuple[Rollout, dict, dict | None]:
-        """Load ``weights`` (the policy actor's trainable parameters by name) and roll out ``prompts`` (G each) as rows ``rows`` of
-        a batch of ``batch`` samples; returns the trajectories and the conditional/unconditional encodings."""
+        """Load ``weights`` (the policy actor's trainable parameters by name) and roll out ``prompts`` (G each) as
+        rows ``rows`` of a batch of ``batch`` samples; returns the trajectories and the conditional and
+        unconditional encodings."""
         from vidtune.stages.grpo import do_rollout
 
         torch.set_num_threads(self.threads)
-        missing, unexpected = self.policy.load_state_dict(weights, strict=False)
+        _, unexpected = self.policy.load_state_dict(weights, strict=False)
         if unexpected:
             raise KeyError(f"rollout worker: weights for parameters its policy copy lacks: {unexpected[:3]}")
         with torch.no_grad():
@@ -69,13 +69,13 @@ class RolloutWorker:
 class RolloutFleet:
     """``n`` :class:`RolloutWorker` actors on the current placement group, each with ``fraction`` of its bundle."""
 
-    def __init__(self, policy: Any, n: int, threads: int, fraction: float, num_gpus: float = 0.0) -> None:
+    def __init__(self, policy: Any, n: int, threads: int, fraction: float) -> None:
         import ray
         from ray.util.placement_group import get_current_placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         pg = get_current_placement_group()
-        opts: dict[str, Any] = {"num_cpus": fraction, "num_gpus": num_gpus, "max_restarts": 0}
+        opts: dict[str, Any] = {"num_cpus": fraction, "max_restarts": 0}
         if pg is not None:
             opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0)
         copy = ray.put(policy)

@@ -253,9 +253,9 @@ def update_logs(stats: dict) -> dict:
 
 
 def check_data_parallel(recipe: Recipe, world: World) -> None:
-    """A multi-process GRPO job needs whole prompt groups per rank (``grpo.prompts_per_iter`` a
-    multiple of the number of processes, runtime/distributed.check_world). A reward that draws its randomness from
-    one stream over each scored batch (``noisy``) is refused: under ``run.runtime=local`` each rank scores its own
+    """A multi-process GRPO job needs whole prompt groups per rank (``grpo.prompts_per_iter`` a multiple of the
+    number of processes, runtime/distributed.check_world). A reward that draws its randomness from one stream over
+    each scored batch (``noisy``) is refused: under ``run.runtime=local`` each rank scores its own
     shard, so the draws would depend on how the batch is split, and under ``ray`` the pool's profiling calls draw
     from the stream as well."""
     check_world(world, "grpo.prompts_per_iter", recipe.grpo.prompts_per_iter)
@@ -325,7 +325,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
     rewarder = build_composite(cfg.reward)
     shared = world.size > 1 and recipe.run.runtime == "ray"  # one reward pool, on rank 0 (stages/grpo_rewards.py)
     on_pool = recipe.run.runtime == "ray" and world.size == 1  # in the policy actor (runtime/ray_stage.py)
-    extra = {"extra_roles": pool_roles(recipe) - len(cfg.reward.heads) - len(cfg.reward.gates)} if on_pool else {}
+    extra = {"extra_roles": 1 + recipe.run.rollout_workers} if on_pool else {}  # this actor and the rollout workers
     scorer = None if shared and not lead else make_reward_pool(rewarder, recipe.run.runtime,
                                                                 threads=recipe.run.threads, **extra)
     fleet = None
