@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from vidtune.models.tiny import load_tiny
-from vidtune.rewards.verifier import COLOUR_NAMES, SHAPE_AREA, ShapeWorldVerifier, components, segment_palette
+from vidtune.rewards.verifier import (COLOUR_NAMES, ShapeWorldVerifier, components, min_object_area,
+                                     segment_palette)
 from vidtune.sampling.ode import generate
 from vidtune.video.io import save_png_grid
 from vidtune.world.grammar import COLOURS, SHAPES, parse
-from vidtune.world.render import SIZE_RADIUS
 
 MOTION_WORDS = ("falls", "moves left", "moves right", "moves up", "stays still", "bounces")
 RESULTS = Path(__file__).parent / "results"
@@ -45,8 +45,7 @@ def fragmentation(video: torch.Tensor, prompt: str, threshold: float = 0.3) -> l
     frames = video.float().permute(0, 2, 3, 1).numpy()
     labels = segment_palette(frames, threshold)
     target = COLOUR_NAMES.index(parse(prompt).colour)
-    r_small = SIZE_RADIUS["small"] * frames.shape[1] / 32.0
-    min_area = 0.35 * SHAPE_AREA["triangle"] * r_small**2
+    min_area = min_object_area(frames.shape[1] / 32.0)
     return [len(components(labels[t] == target, min_area)) for t in range(frames.shape[0])]
 
 

@@ -54,12 +54,17 @@ def _same_lora(single: Path, parallel: Path, lr: float, steps: int) -> None:
         assert float((b[k] - w).abs().max()) <= (2.0 if noisy(k) else 0.01) * lr * steps, k
 
 
+def _launch_both(stage: str, base: Path, tmp_path: Path, args: list[str], parallel: str) -> None:
+    """The stage in one process (run ``single``) and on 2 gloo ranks under ``parallel`` (run ``ddp``)."""
+    launch(stage, [*_common(base, tmp_path, "single"), *args], ranks=1)
+    launch(stage, [*_common(base, tmp_path, "ddp"), *args, f"run.parallel={parallel}"], ranks=2)
+
+
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_wan_sft_two_ranks_equal_one_process(base, tmp_path, parallel):
     sft = ["sft.steps=2", "sft.dataset_size=4", "sft.batch_size=2", "sft.p_i2v=0", "sft.lr=1e-3", "sft.warmup=0",
            "sft.log_every=1", "sft.ckpt_every=1", "sft.lora_rank=4", f"sft.{LORA}"]
-    launch("sft", [*_common(base, tmp_path, "single"), *sft], ranks=1)
-    launch("sft", [*_common(base, tmp_path, "ddp"), *sft, f"run.parallel={parallel}"], ranks=2)
+    _launch_both("sft", base, tmp_path, sft, parallel)
     assert_same_metrics(metrics(tmp_path / "single"), metrics(tmp_path / "ddp"), rel=1e-4)
     _same_lora(tmp_path / "single" / "sft" / "model", tmp_path / "ddp" / "sft" / "model", lr=1e-3, steps=2)
 
@@ -69,8 +74,7 @@ def test_wan_grpo_two_ranks_equal_one_process(base, tmp_path, parallel):
     grpo = ["grpo.iterations=2", "grpo.prompts_per_iter=2", "grpo.group_size=2", "grpo.prompt_pool=4",
             "grpo.rollout.steps=3", "grpo.lr=1e-3", "grpo.beta_kl=0.1", "grpo.micro_batch=1", "grpo.lora_rank=4",
             f"grpo.{LORA}", "grpo.reward.heads=[{reward: sharpness}]"]
-    launch("grpo", [*_common(base, tmp_path, "single"), *grpo], ranks=1)
-    launch("grpo", [*_common(base, tmp_path, "ddp"), *grpo, f"run.parallel={parallel}"], ranks=2)
+    _launch_both("grpo", base, tmp_path, grpo, parallel)
     assert_same_metrics(metrics(tmp_path / "single"), metrics(tmp_path / "ddp"), rel=1e-4)
     _same_lora(tmp_path / "single" / "grpo" / "model", tmp_path / "ddp" / "grpo" / "model", lr=1e-3, steps=2)
 
@@ -81,8 +85,7 @@ def test_wan_dpo_two_ranks_equal_one_process(base, tmp_path, parallel):
            "dpo.ckpt_every=1", "dpo.min_pairs=1", "dpo.pairs.n_prompts=1", "dpo.pairs.n_candidates=2",
            "dpo.pairs.n_synthetic_clips=1", "dpo.pairs.good_min=0.0", "dpo.pairs.synthetic=[reverse,shuffle]",
            "dpo.lora_rank=4", f"dpo.{LORA}"]
-    launch("dpo", [*_common(base, tmp_path, "single"), *dpo], ranks=1)
-    launch("dpo", [*_common(base, tmp_path, "ddp"), *dpo, f"run.parallel={parallel}"], ranks=2)
+    _launch_both("dpo", base, tmp_path, dpo, parallel)
     # step 2 starts from weights whose near-zero-gradient elements AdamW moved on rounding noise (see _same_lora);
     # DPO's implicit-reward margin β·((e_w − e_w,ref) − (e_l − e_l,ref)) multiplies a difference of near-equal
     # float32 errors by β ≈ 2000 (measured under FSDP at step 2: 0.00228 vs 0.00255), so it is held to 1e-3

@@ -54,6 +54,11 @@ def segment_palette(frames: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(d.min(-1) < threshold, d.argmin(-1), -1)
 
 
+def min_object_area(scale: float) -> float:
+    """Smallest component counted as an object: 35 % of a small triangle's area (r = SIZE_RADIUS["small"]·scale)."""
+    return 0.35 * SHAPE_AREA["triangle"] * (SIZE_RADIUS["small"] * scale) ** 2
+
+
 def components(mask: np.ndarray, min_area: float) -> list[dict]:
     """Connected components (8-connectivity) of a binary mask with area ≥ ``min_area``."""
     n, cc, stats, cents = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
@@ -163,7 +168,7 @@ class ShapeWorldVerifier:
         labels = segment_palette(frames, self.colour_threshold)
         target = COLOUR_NAMES.index(scene.colour)
         r_small = SIZE_RADIUS["small"] * scale
-        min_area = 1 if scene.pour else 0.35 * SHAPE_AREA["triangle"] * r_small**2
+        min_area = 1 if scene.pour else min_object_area(scale)
         comps = [components(labels[t] == target, min_area) for t in range(f)]
         obj_mask = np.zeros((f, h, w), bool)
         for t, cs in enumerate(comps):
