@@ -37,6 +37,9 @@ VARIANTS = {
         # 10× the pipeline's SFT samples (4000 × 32 vs 800 × 16) on 8× the clips: is the budget what holds back the
         # motion / camera / order atoms?
         "sft_long": ["sft.steps=4000", "sft.batch_size=32", "sft.dataset_size=16384"],
+        # camera pans of the control mix rendered with 3× the background texture: is the pan's visibility what
+        # keeps the model from binding "camera pans <dir>" (benchmarks/camera_probe.py)?
+        "sft_camera_contrast": ["sft.control_contrast=3"],
     },
     "grpo": {
         "grpo": [],

@@ -182,6 +182,9 @@ class SFTConfig(Section):
     control_ratio: float = Field(
         0.3, ge=0, le=1, description="Share of the curated control mix (ordering, camera, counts) in the data."
     )
+    control_contrast: float = Field(
+        1.0, gt=0, le=4, description="Background texture amplitude of the control mix's camera pans (1 = the "
+        "world's; larger makes the pan visible in the pixels).")
     t_sampler: Literal["logit_normal", "shifted_uniform"] = "logit_normal"
     cond_dropout: float = Field(0.1, ge=0, le=1)
     p_i2v: float = Field(0.25, ge=0, le=1)

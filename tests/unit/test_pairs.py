@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vidtune.errors import VidtuneError
-from vidtune.preference.build import hard_negative_pairs, synthetic_pairs
+from vidtune.preference.build import hard_negative_pairs, pool_quality, synthetic_pairs
 from vidtune.preference.pairs import PreferencePair, read_pairs, save_clip, write_pairs
 from vidtune.stages.dpo import pair_weight_vector
 
@@ -67,6 +67,17 @@ def test_hard_negatives_respect_thresholds_and_are_disjoint():
     pairs = hard_negative_pairs("p", vids, q, sem, emb, torch.ones(4, dtype=torch.bool))
     assert len(pairs) == 1 and torch.equal(pairs[0].chosen, vids[0]) and torch.equal(pairs[0].rejected, vids[1])
     assert abs(pairs[0].score_gap - 0.4) < 1e-6
+
+
+def test_pool_quality_normalises_each_head_over_the_pool_and_drops_constant_heads():
+    """Head 0 spans 0.9–1.0 → (0, 0.5, 1, ·); head 1 is constant → left out; head 2 spans 0–1 with a NaN.
+    Q = mean of the finite normalised heads: (0, (0.5 + 0)/2, (1 + 1)/2) and NaN for a candidate with none."""
+    nan = float("nan")
+    heads = torch.tensor([[0.9, 1.0, nan], [0.95, 1.0, 0.0], [1.0, 1.0, 1.0], [nan, 1.0, nan]])
+    q = pool_quality(heads)
+    assert torch.allclose(q[:3], torch.tensor([0.0, 0.25, 1.0]), atol=1e-6) and torch.isnan(q[3])
+    # the raw gap 0.05 between candidates 0 and 1 is below a 0.1 threshold; normalised it is not
+    assert float(heads[1, 0] - heads[0, 0]) < 0.1 <= float(q[1] - q[0])
 
 
 def test_synthetic_pairs_skip_reverse_for_i2v_and_static_clips_are_rejected():

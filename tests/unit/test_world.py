@@ -11,7 +11,7 @@ from vidtune.config import WorldConfig
 from vidtune.errors import VidtuneError
 from vidtune.world.dataset import captions, examples
 from vidtune.world.grammar import HELDOUT_COMPOSITIONS, Scene, caption, loose, parse, random_scene, vocabulary
-from vidtune.world.render import InfeasibleScene, render
+from vidtune.world.render import PALETTE, InfeasibleScene, render
 
 
 def test_round_trip_instruction_and_loose_captions():
@@ -131,3 +131,17 @@ def test_infeasible_scene_raises_named_error():
     with pytest.raises(InfeasibleScene):
         for seed in range(200):  # three large objects moving with the camera do not always fit 16 px
             render(parse("three large red squares move right, camera pans left"), seed, size=16)
+
+
+def test_background_contrast_scales_only_the_texture():
+    """contrast = 2 doubles every background pixel's deviation from the texture's tint (the same random draws; the
+    texture stays well inside [0, 1]) and leaves objects, masks and flow unchanged."""
+    scene = parse("one large red circle stays still, camera pans left")
+    a, b = render(scene, 3), render(scene, 3, contrast=2.0)
+    assert np.array_equal(a.masks, b.masks) and np.array_equal(a.flow, b.flow)
+    bg = ~a.masks.any(1)  # [T, H, W]
+    ref = render(scene, 3, contrast=1e-9).video  # the tint alone
+    da, db = (a.video - ref)[bg], (b.video - ref)[bg]
+    assert np.abs(da).max() > 0.05 and np.allclose(db, 2 * da, atol=1e-5)
+    inside = np.all(np.isclose(a.video, np.array(PALETTE["red"], np.float32)), -1)  # fully covered pixels
+    assert inside.sum() > 50 and np.array_equal(a.video[inside], b.video[inside])

@@ -1,9 +1,10 @@
 """Pair construction (ALGORITHMS.md §8.2): on-policy hard negatives and synthetic temporal negatives.
 
 Both take plain callables for the judges, so the same code ranks the tiny model's clips with the ShapeWorld
-critics and a Wan model's clips with VLM judges: ``quality(videos, prompts) → [B]`` (mean of the normalised
-perceptual and temporal heads, in [0, 1]), ``semantic(videos, prompts) → [B]`` (text alignment) and
-``embed(videos) → [B, D]`` (a video embedding for semantic agreement).
+critics and a Wan model's clips with VLM judges: ``quality_heads(videos, prompts) → [B, K]`` (the perceptual and
+temporal heads, each in [0, 1]; NaN where a head does not apply), ``semantic(videos, prompts) → [B]`` (text
+alignment) and ``embed(videos) → [B, D]`` (a video embedding for semantic agreement). The heads are normalised
+over the whole candidate pool (:func:`pool_quality`) before pairs are formed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,27 @@ import torch.nn.functional as F
 
 from vidtune.preference.pairs import PreferencePair
 from vidtune.preference.synthetic import RejectedNegative, temporal_negative
+
+
+def pool_quality(heads: torch.Tensor) -> torch.Tensor:
+    """Q of ALGORITHMS.md §8.2, "the mean of the normalised perceptual and temporal heads", over a candidate pool.
+
+    Each head (column of ``heads`` [N, K]) is min–max normalised over the pool's finite values,
+    ĥ_k = (h_k − min h_k) / (max h_k − min h_k), so the 0.1 quality gap means a tenth of the spread the policy
+    actually shows on that head; a head constant over the pool ranks nothing and is left out. Q_i is the mean of
+    candidate i's finite ĥ_k (NaN where it has none). Raw heads saturate on a good policy (the ShapeWorld heads
+    span 0.94–1.00), where no raw gap reaches 0.1."""
+    h = heads.float()
+    finite = torch.isfinite(h)
+    lo = torch.where(finite, h, torch.inf).amin(0)
+    hi = torch.where(finite, h, -torch.inf).amax(0)
+    spread = hi - lo
+    used = torch.isfinite(spread) & (spread > 0)
+    norm = (h - lo) / torch.where(used, spread, torch.ones_like(spread))
+    ok = finite & used
+    n = ok.sum(1)
+    q = torch.where(ok, norm, torch.zeros_like(norm)).sum(1) / n.clamp(min=1)
+    return torch.where(n > 0, q, torch.full_like(q, float("nan")))
 
 
 def hard_negative_pairs(prompt: str, videos: torch.Tensor, quality: torch.Tensor, semantic: torch.Tensor,

@@ -30,14 +30,24 @@ class PreferencePair:
     score_gap: float | None = None
 
 
+def to_uint8(video: torch.Tensor) -> torch.Tensor:
+    """Clips [..., 3, H, W] in [0, 1] → uint8, rounded: the precision of a pair file's ``.npy`` clips."""
+    return (video.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+
+
+def from_uint8(video: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`to_uint8` up to rounding: float32 in [0, 1]."""
+    return video.float().div(255)
+
+
 def save_clip(video: torch.Tensor, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, (video.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8))
+    np.save(path, to_uint8(video).permute(0, 2, 3, 1).numpy())
 
 
 def load_clip(path: Path) -> torch.Tensor:
     if path.suffix == ".npy":
-        return torch.from_numpy(np.load(path)).float().div(255).permute(0, 3, 1, 2)
+        return from_uint8(torch.from_numpy(np.load(path))).permute(0, 3, 1, 2)
     return read_video(path)
 
 

@@ -133,6 +133,15 @@ def vertical_shift(a: np.ndarray, b: np.ndarray, dx: int, max_shift: int) -> int
     return best_dy
 
 
+def background_flow(flow: np.ndarray, palette_px: np.ndarray) -> np.ndarray:
+    """Median flow [F−1, 2] of each transition's background: pixels at least 4 px from any palette (object)
+    pixel, since the estimator smears object motion into its surroundings; (0, 0) where no such pixel is left.
+    ``flow`` [F−1, 2, H, W], ``palette_px`` [F, H, W] bool."""
+    bg = ~np.stack([cv2.dilate(p.astype(np.uint8), np.ones((9, 9), np.uint8)) for p in palette_px]).astype(bool)
+    return np.stack([np.median(flow[t].reshape(2, -1)[:, bg[t].ravel()], axis=1) if bg[t].any() else np.zeros(2)
+                     for t in range(len(flow))])
+
+
 def camera_of(bg_flow: np.ndarray, scale: float) -> str:
     """Median background flow per transition [n, 2] → camera pan (background moves opposite to the camera)."""
     m = bg_flow.mean(0)
@@ -182,14 +191,10 @@ class ShapeWorldVerifier:
         lap = np.abs(np.stack([cv2.Laplacian(g.astype(np.float32), cv2.CV_32F) for g in gray]))
         near = np.stack([cv2.dilate(p.astype(np.uint8), np.ones((3, 3), np.uint8)) for p in palette_px]).astype(bool)
         rough = np.array([lap[t][~near[t]].mean() if (~near[t]).any() else 1.0 for t in range(f)])
-        # flow near objects is smeared by the estimator; the camera is read far from them
-        bg = ~np.stack([cv2.dilate(p.astype(np.uint8), np.ones((9, 9), np.uint8)) for p in palette_px]).astype(bool)
         clean_frames = np.minimum(ramp(stray_frac, *self.stray), ramp(rough, *self.roughness))
         clean = float(clean_frames.mean())
 
-        flow = video_flow(frames, self.flow)  # [F−1, 2, H, W]
-        bg_flow = np.stack([np.median(flow[t].reshape(2, -1)[:, bg[t].ravel()], axis=1) if bg[t].any()
-                            else np.zeros(2) for t in range(f - 1)])
+        bg_flow = background_flow(video_flow(frames, self.flow), palette_px)
         present = np.array([len(cs) > 0 for cs in comps])
         atoms: dict[str, bool] = {"existence": bool(present.mean() >= 0.75)}
         all_obj = obj_mask.any()

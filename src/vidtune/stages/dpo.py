@@ -27,8 +27,8 @@ from vidtune.math.clip_view import clip_view, window_starts
 from vidtune.math.dpo import dynamic_beta, pair_weights
 from vidtune.math.flow_matching import sample_t
 from vidtune.models.factory import attach_lora, load_policy, load_trainable_state, reference_policy
-from vidtune.preference.build import hard_negative_pairs, synthetic_pairs
-from vidtune.preference.pairs import PreferencePair, read_pairs, write_pairs
+from vidtune.preference.build import hard_negative_pairs, pool_quality, synthetic_pairs
+from vidtune.preference.pairs import PreferencePair, from_uint8, read_pairs, to_uint8, write_pairs
 from vidtune.progress import make_progress, track
 from vidtune.errors import VidtuneError
 from vidtune.rewards.compose import RewardSpec, build, compose
@@ -44,13 +44,13 @@ from vidtune.world.dataset import examples, render_prompt
 from vidtune.world.grammar import caption, parse
 
 
-QUALITY_HEADS = ("sharpness", "noise", "motion_smoothness", "freeze")
+QUALITY_HEADS = ("sharpness", "noise", "motion_smoothness", "freeze", "gravity")
 
 
 def shapeworld_judges():
-    """Quality, semantic and embedding functions for the embedded world (see preference/build.py):
-    Q = mean of the perceptual and temporal heads (each in [0, 1]), Sem = verifier score, e = learned-scorer
-    embedding (mean of its frame embeddings)."""
+    """Quality heads, semantic and embedding functions for the embedded world (see preference/build.py): the
+    perceptual heads (sharpness, noise) and temporal critics (motion smoothness, freeze, gravity — NaN for a prompt
+    without gravity) as [B, K], Sem = verifier score, e = learned-scorer embedding (mean of its frame embeddings)."""
     verifier = ShapeWorldVerifier()
     quality_heads = build([RewardSpec(n) for n in QUALITY_HEADS])
     scorer = None
@@ -65,7 +65,7 @@ def shapeworld_judges():
         return verifier(videos, prompts).scores
 
     def quality(videos, prompts):
-        return compose(quality_heads, videos, prompts).heads.mean(1)
+        return compose(quality_heads, videos, prompts).heads
 
     def embed(videos):
         if scorer is not None and videos.shape[-1] == scorer.model.config.size:
@@ -102,25 +102,32 @@ def world_clips(prompts: list[str], recipe: Recipe) -> tuple[list[str], list[tor
 
 
 def build_pairs(policy, prompts: list[str], recipe: Recipe, progress: bool) -> tuple[list[PreferencePair], dict]:
-    """Preference pairs from the sources in ``dpo.pairs``, on-policy ones from candidates for ``prompts``."""
+    """Preference pairs from the sources in ``dpo.pairs``, on-policy ones from candidates for ``prompts``: every
+    prompt's candidates are sampled and judged first (kept as uint8, the precision of the pair file), then the
+    quality heads are normalised over the whole pool (:func:`pool_quality`) and each prompt's pairs are formed."""
     cfg, s, seed = recipe.dpo.pairs, recipe.sampling, recipe.run.seed
     quality, semantic, embed = shapeworld_judges()
     pairs: list[PreferencePair] = []
     counts: dict = {}
-    good_videos, good_prompts = [], []
+    good_videos, good_prompts, pool = [], [], []
     sample = cfg.on_policy or (cfg.synthetic and cfg.synthetic_from == "policy")
     for i, prompt in enumerate(track(prompts if sample else [], "DPO candidates", disable=not progress)):
         seeds = [seed * 50_021 + i * 97 + k for k in range(cfg.n_candidates)]
         vids = generate(policy, [prompt] * cfg.n_candidates, seeds, steps=s.steps, shift=s.shift,
                         guidance=s.guidance, batch_size=s.batch_size)
-        q, sem, emb = quality(vids, [prompt] * len(vids)), semantic(vids, [prompt] * len(vids)), embed(vids)
+        sem = semantic(vids, [prompt] * len(vids))
         if cfg.on_policy:
-            pairs += hard_negative_pairs(prompt, vids, q, sem, emb, torch.isfinite(q) & torch.isfinite(sem),
-                                         sem_tol=cfg.sem_tol, cos_min=cfg.cos_min, q_gap=cfg.q_gap)
+            pool.append((prompt, to_uint8(vids), quality(vids, [prompt] * len(vids)), sem, embed(vids)))
         best = int(torch.nan_to_num(sem, nan=-1.0).argmax())
         if float(sem[best]) >= cfg.good_min:
             good_videos.append(vids[best])
             good_prompts.append(prompt)
+    if pool:
+        q_all = pool_quality(torch.cat([heads for _, _, heads, _, _ in pool]))
+        for (prompt, vids, _, sem, emb), q in zip(pool, q_all.split(cfg.n_candidates)):
+            pairs += hard_negative_pairs(prompt, from_uint8(vids), q, sem, emb,
+                                         torch.isfinite(q) & torch.isfinite(sem),
+                                         sem_tol=cfg.sem_tol, cos_min=cfg.cos_min, q_gap=cfg.q_gap)
     counts["on_policy"] = len(pairs)
     if cfg.synthetic and cfg.synthetic_from == "world":
         good_prompts, good_videos = world_clips(prompts, recipe)

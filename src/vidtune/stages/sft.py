@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,12 +41,15 @@ from vidtune.world.dataset import Example, captions, examples, render_bank
 
 
 def sft_examples(recipe: Recipe) -> list[Example]:
-    """The SFT mix: (1 − control_ratio) general instruction clips + control_ratio curated control clips."""
+    """The SFT mix: (1 − control_ratio) general instruction clips + control_ratio curated control clips, whose
+    camera pans are rendered with ``sft.control_contrast`` × the background texture (curated camera data is chosen
+    where the camera's motion is visible)."""
     cfg, world, seed = recipe.sft, recipe.world, recipe.run.seed
     n_ctrl = round(cfg.dataset_size * cfg.control_ratio)
     control = world.model_copy(update={"p_then": 0.7, "p_camera": 0.7, "p_pour": 0.02})
-    return examples(cfg.dataset_size - n_ctrl, seed + 101, world, "train") + examples(n_ctrl, seed + 202, control,
-                                                                                      "train")
+    curated = [replace(e, contrast=cfg.control_contrast) if e.scene.camera not in (None, "static") else e
+               for e in examples(n_ctrl, seed + 202, control, "train")]
+    return examples(cfg.dataset_size - n_ctrl, seed + 101, world, "train") + curated
 
 
 def target_signals(exs: list[Example], recipe: Recipe, grid: tuple[int, int] | None, progress: bool):

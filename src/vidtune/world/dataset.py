@@ -20,9 +20,10 @@ Split = Literal["train", "heldout", "any"]
 class Example:
     scene: Scene
     seed: int
+    contrast: float = 1.0  # background texture amplitude (curated camera data may use a stronger texture)
 
     def render(self, world: WorldConfig) -> Clip:
-        return render(self.scene, self.seed, frames=world.frames, size=world.size)
+        return render(self.scene, self.seed, frames=world.frames, size=world.size, contrast=self.contrast)
 
 
 def examples(n: int, seed: int, world: WorldConfig, split: Split = "train") -> list[Example]:

@@ -75,12 +75,14 @@ def _coverage(shape: str, xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, 
     return np.clip(0.5 - d, 0.0, 1.0)
 
 
-def _background(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Parameters of a periodic low-saturation texture: integer frequencies over a 64-px period."""
+def _background(rng: np.random.Generator, contrast: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                          np.ndarray]:
+    """Parameters of a periodic low-saturation texture: integer frequencies over a 64-px period; ``contrast``
+    scales the amplitudes (the same random draws, so the same clip with a stronger or weaker texture)."""
     n = 4
     freqs = rng.integers(1, 4, size=(n, 2)) * rng.choice([-1, 1], size=(n, 2))
     phases = rng.uniform(0, 2 * np.pi, size=n)
-    amps = rng.uniform(0.03, 0.07, size=n)
+    amps = rng.uniform(0.03, 0.07, size=n) * contrast
     tint = rng.uniform(-0.03, 0.03, size=3) + rng.uniform(0.36, 0.50)
     return freqs.astype(np.float64), phases, amps, tint
 
@@ -172,12 +174,13 @@ def _place(rng, rel: np.ndarray, r: float, size: int, count: int, prefer: str) -
 # ---------------------------------------------------------------------------------------------- render
 
 
-def render(scene: Scene, seed: int, frames: int = 8, size: int = 32) -> Clip:
-    """Render ``scene`` deterministically from ``seed``. Open attributes (None) are drawn from the seed too."""
+def render(scene: Scene, seed: int, frames: int = 8, size: int = 32, contrast: float = 1.0) -> Clip:
+    """Render ``scene`` deterministically from ``seed``. Open attributes (None) are drawn from the seed too;
+    ``contrast`` scales the background texture's amplitude (1 = the world's default)."""
     rng = np.random.default_rng(seed)
     scale = size / 32.0
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    bg_params = _background(rng)
+    bg_params = _background(rng, contrast)
     cam = camera_path(scene.camera, frames, scale)
     if scene.pour:
         return _render_pour(scene, rng, frames, size, scale, xx, yy, bg_params, cam)
