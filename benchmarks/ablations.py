@@ -51,6 +51,8 @@ VARIANTS = {
         "grpo_joint_fixed": ["grpo.joint.enabled=true", "grpo.joint.mode=fixed", CURRICULUM_HEADS],
         "grpo_joint_mgda": ["grpo.joint.enabled=true", CURRICULUM_HEADS],
         "grpo_full_stack": ["grpo.vipo.enabled=true", "grpo.curriculum.enabled=true", CURRICULUM_HEADS],
+        # 5× the rollout budget of plain GRPO (150 iterations): is the budget what keeps GRPO at its start?
+        "grpo_long": ["grpo.iterations=150"],
         "grpo_lr1e-4": ["grpo.lr=1e-4"],  # learning-rate sweep of plain GRPO at the same rollout budget
         "grpo_lr3e-4": ["grpo.lr=3e-4"],
         "grpo_noisy": [NOISY_HEAD],
