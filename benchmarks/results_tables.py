@@ -1,6 +1,7 @@
 """Build docs/results.md tables from the pipeline run's evals and benchmarks/results/ablations.jsonl.
 
-    .venv/bin/python benchmarks/results_tables.py [--run runs/shapeworld]
+    .venv/bin/python benchmarks/results_tables.py [--run runs/shapeworld [runs/shapeworld_seed1 ...]]
+        [--ablations benchmarks/results/ablations.jsonl]
 
 Ablation rows are grouped by variant; each cell is the mean over seeds with a 95 % Student-t interval over the
 per-seed means (so the interval is seed-to-seed spread, the honest unit for "does this refinement help").
@@ -25,10 +26,14 @@ def fmt(row: dict, key: str, slice_: str = "heldout") -> str:
     return "–" if not r or not r["n"] else f"{r['mean']:.3f}"
 
 
-def load(run: str):
-    evals = {s: json.loads((Path(run) / "evals" / f"{s}.json").read_text())
-             for s in ("base", "sft", "grpo", "dpo") if (Path(run) / "evals" / f"{s}.json").exists()}
-    path = Path("benchmarks/results/ablations.jsonl")
+def load_evals(run: str) -> dict:
+    return {s: json.loads((Path(run) / "evals" / f"{s}.json").read_text())
+            for s in ("base", "sft", "grpo", "dpo") if (Path(run) / "evals" / f"{s}.json").exists()}
+
+
+def load(run: str, ablations: str):
+    evals = load_evals(run)
+    path = Path(ablations)
     abl = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     return evals, abl
 
@@ -73,12 +78,16 @@ def grouped(abl: list[dict], stage: str, keys: list[str], slice_: str) -> str:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--run", default="runs/shapeworld")
+    ap.add_argument("--run", nargs="+", default=["runs/shapeworld"],
+                    help="pipeline runs; the first one's tables are printed, every run's SFT joins the 'sft' group")
+    ap.add_argument("--ablations", default="benchmarks/results/ablations.jsonl")
     args = ap.parse_args()
-    evals, abl = load(args.run)
-    if "sft" in evals:  # the pipeline's SFT is seed 0 of the "sft" group (same recipe, same eval set)
-        abl.insert(0, {"stage": "sft", "group": "sft", "seed": 0, "slices": evals["sft"]["slices"],
-                       "vbench_total": evals["sft"]["vbench"]["total"]})
+    evals, abl = load(args.run[0], args.ablations)
+    for k, run in enumerate(args.run):  # a pipeline's SFT is one seed of the "sft" group (same recipe and eval set)
+        sft = load_evals(run).get("sft")
+        if sft is not None:
+            abl.insert(k, {"stage": "sft", "group": "sft", "seed": k, "slices": sft["slices"],
+                           "vbench_total": sft["vbench"]["total"]})
     print("## pipeline, held-out\n" + table(list(evals.items()), ATOMS, "heldout"))
     print("## pipeline, all\n" + table(list(evals.items()), ATOMS, "all"))
     if "base" in evals:
