@@ -40,6 +40,8 @@ VARIANTS = {
         # camera pans of the control mix rendered with 3× the background texture: is the pan's visibility what
         # keeps the model from binding "camera pans <dir>" (benchmarks/camera_probe.py)?
         "sft_camera_contrast": ["sft.control_contrast=3"],
+        # flow times toward noise (as the base's last 8000 steps), where the pan direction is what the words add
+        "sft_highnoise": ["sft.t_loc=1.2"],
     },
     "grpo": {
         "grpo": [],

@@ -108,7 +108,16 @@ class SamplingConfig(Section):
     batch_size: int = Field(16, ge=1, description="Videos per forward batch.")
 
 
-class PretrainConfig(Section):
+class FlowTimes(Section):
+    """How flow-matching training draws its flow times t (math/flow_matching.sample_t)."""
+
+    t_sampler: Literal["logit_normal", "shifted_uniform"] = "logit_normal"
+    t_loc: float = Field(0.0, description="logit_normal: location μ of t = sigmoid(μ + σ·n); μ > 0 trains more at "
+                         "high noise, where the layout (how many objects, where) is decided.")
+    t_scale: float = Field(1.0, gt=0, description="logit_normal: spread σ of t = sigmoid(μ + σ·n).")
+
+
+class PretrainConfig(FlowTimes):
     """Stage 0: flow-matching pretraining on loose captions (stages/pretrain.py)."""
 
     steps: int = Field(20000, ge=1, description="Optimiser steps.")
@@ -121,10 +130,6 @@ class PretrainConfig(Section):
     ema: float = Field(0.999, ge=0, lt=1, description="EMA decay of the exported weights.")
     cond_dropout: float = Field(0.1, ge=0, le=1, description="Probability of the empty prompt (for CFG).")
     p_i2v: float = Field(0.25, ge=0, le=1, description="Probability of first-frame conditioning.")
-    t_sampler: Literal["logit_normal", "shifted_uniform"] = "logit_normal"
-    t_loc: float = Field(0.0, description="logit_normal: location μ of t = sigmoid(μ + σ·n); μ > 0 trains more at "
-                         "high noise, where the layout (how many objects, where) is decided.")
-    t_scale: float = Field(1.0, gt=0, description="logit_normal: spread σ of t = sigmoid(μ + σ·n).")
     ckpt_every: int = Field(500, ge=1, description="Checkpoint every N steps (resumable).")
     log_every: int = Field(50, ge=1)
     max_grad_norm: float = Field(1.0, gt=0)
@@ -171,7 +176,7 @@ class SFTDataConfig(Section):
         return self
 
 
-class SFTConfig(Section):
+class SFTConfig(FlowTimes):
     """Stage I: flow-matching SFT on instruction captions (stages/sft.py, ALGORITHMS.md §7)."""
 
     steps: int = Field(800, ge=1)
@@ -185,7 +190,6 @@ class SFTConfig(Section):
     control_contrast: float = Field(
         1.0, gt=0, le=4, description="Background texture amplitude of the control mix's camera pans (1 = the "
         "world's; larger makes the pan visible in the pixels).")
-    t_sampler: Literal["logit_normal", "shifted_uniform"] = "logit_normal"
     cond_dropout: float = Field(0.1, ge=0, le=1)
     p_i2v: float = Field(0.25, ge=0, le=1)
     lora_rank: int | None = Field(None, ge=1, description="LoRA rank through peft; null = full fine-tune.")

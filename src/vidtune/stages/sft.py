@@ -197,7 +197,8 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
     with make_progress() as bar:
         task = bar.add_task("sft", total=cfg.steps, completed=start, info="", visible=progress)
         for step in range(start, cfg.steps):
-            fb = draw_batch(step, seed + 7, len(bank), cfg.batch_size, cfg.cond_dropout, cfg.p_i2v, cfg.t_sampler)
+            fb = draw_batch(step, seed + 7, len(bank), cfg.batch_size, cfg.cond_dropout, cfg.p_i2v, cfg.t_sampler,
+                            cfg.t_loc, cfg.t_scale)
             st = cfg.structure
             w = structure_weights(psi[fb.index], pct.q_low, pct.q_high, st.gamma if st.enabled else 0.0,
                                   st.omega_min, st.omega_max)
