@@ -5,7 +5,9 @@
 2. Teacher forcing: the ground-truth clip of each prompt is noised to x_t = (1 − t)·x_0 + t·ε, the model predicts
    x̂_0 with the true caption, the caption with the opposite pan direction, and the caption without the camera
    clause; reported is the background flow of x̂_0 projected on the true background flow (px/frame; the rendered
-   clip's own is ≈ 1). If the three agree, the model does not use the camera words.
+   clip's own is ≈ 1). If the three agree, the model does not use the camera words. The same in image-to-video
+   mode (the clean first frame given): there the pan direction is the only information the words add about where
+   the known texture goes next.
 
     .venv/bin/python benchmarks/camera_probe.py builtin:base runs/shapeworld/sft/model
 """
@@ -61,19 +63,20 @@ def main() -> None:
         verdicts = ShapeWorldVerifier()(vids, prompts).details
         row = {"observed_camera": [d.get("camera") for d in verdicts],
                "camera_atom": float(np.mean([d.get("camera") == es.scenes[i].camera for d, i in zip(verdicts, idx)])),
-               "sampled_projection": float(np.mean([mean_background_flow(v) @ u for v, u in zip(vids, unit)])),
-               "teacher_forced": {}}
+               "sampled_projection": float(np.mean([mean_background_flow(v) @ u for v, u in zip(vids, unit)]))}
         x0 = policy.encode_video(real)
         eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
-        for t in TIMES:
-            xt = (1 - t) * x0 + t * eps
-            row["teacher_forced"][str(t)] = {}
-            for name, caps in captions.items():
-                with torch.no_grad():
-                    v = policy.velocity(xt, torch.full((len(x0),), t), policy.encode_prompts(caps))
-                pred = policy.decode(xt - t * v).clamp(0, 1)
-                row["teacher_forced"][str(t)][name] = float(np.mean([mean_background_flow(p) @ u
-                                                                      for p, u in zip(pred, unit)]))
+        for mode, images in (("teacher_forced", None), ("teacher_forced_i2v", real[:, 0])):
+            row[mode] = {}
+            for t in TIMES:
+                xt = (1 - t) * x0 + t * eps
+                row[mode][str(t)] = {}
+                for name, caps in captions.items():
+                    with torch.no_grad():
+                        v = policy.velocity(xt, torch.full((len(x0),), t), policy.encode_prompts(caps, images=images))
+                    pred = policy.decode(xt - t * v).clamp(0, 1)
+                    row[mode][str(t)][name] = float(np.mean([mean_background_flow(p) @ u
+                                                             for p, u in zip(pred, unit)]))
         results["models"][spec] = row
         print(spec, json.dumps({k: v for k, v in row.items() if k != "observed_camera"}), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
