@@ -42,6 +42,9 @@ VARIANTS = {
         "sft_camera_contrast": ["sft.control_contrast=3"],
         # flow times toward noise (as the base's last 8000 steps), where the pan direction is what the words add
         "sft_highnoise": ["sft.t_loc=1.2"],
+        # the base's text encoder is nearly order-blind (positions 50× smaller than words): grow a position table
+        # with gain 30 (Adam moves it ≈ 30·lr per step) so "then" order and the pan clause can be told apart
+        "sft_textpos": ["sft.text_pos_gain=30"],
     },
     "grpo": {
         "grpo": [],

@@ -192,6 +192,10 @@ class SFTConfig(FlowTimes):
         "world's; larger makes the pan visible in the pixels).")
     cond_dropout: float = Field(0.1, ge=0, le=1)
     p_i2v: float = Field(0.25, ge=0, le=1)
+    text_pos_gain: float | None = Field(
+        None, gt=0, description="Embedded model: grow a zero-initialised text position table with this gain before "
+        "training (models/dit.TextEncoder.attach_position_boost: the shipped base's text encoder is nearly "
+        "order-blind); null = as loaded.")
     lora_rank: int | None = Field(None, ge=1, description="LoRA rank through peft; null = full fine-tune.")
     lora_targets: tuple[str, ...] = Field(("q", "kv", "out"), description="Module names LoRA adapts.")
     max_grad_norm: float = Field(1.0, gt=0)

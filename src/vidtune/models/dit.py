@@ -73,9 +73,23 @@ class TextEncoder(nn.Module):
         layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False) if layers else None
         self.norm = nn.LayerNorm(dim)
+        self.pos_boost: nn.Parameter | None = None
+        self.pos_gain = 0.0
+
+    def attach_position_boost(self, gain: float) -> None:
+        """Grow a second position table ``gain · P`` with P zero-initialised (outputs unchanged).
+
+        Word embeddings are initialised N(0, 1) (norm ≈ √dim) and ``pos`` N(0, 0.02²), so the positions carry ≈ 2 %
+        of each input vector and the encoder is nearly a bag of words ("moves left, then moves right" and its
+        reverse differ by 1 % after pooling). Adam moves P by ≈ lr per step, so the gain sets how fast order
+        information can grow to the scale of the words."""
+        self.pos_boost = nn.Parameter(torch.zeros_like(self.pos))
+        self.pos_gain = gain
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.embed(tokens) + self.pos[:, : tokens.shape[1]]
+        if self.pos_boost is not None:
+            h = h + self.pos_gain * self.pos_boost[:, : tokens.shape[1]]
         if self.encoder is not None:
             h = self.encoder(h, src_key_padding_mask=~mask)
         h = self.norm(h)

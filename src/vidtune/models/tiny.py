@@ -47,6 +47,7 @@ class TinyConfig:
     motion_branch: bool = False
     decoder_blocks: int = 1
     refiner: int = 0  # channels of the pixel-space refiner (models/refiner.py); 0 = none
+    text_pos_gain: float = 0.0  # gain of the text encoder's boosted position table (dit.TextEncoder); 0 = none
     vocab: tuple[str, ...] = ()
 
     @property
@@ -93,6 +94,8 @@ class TinyVideoPolicy(nn.Module):
             self.net.attach_branch(MotionBranch(config.hidden), config.decoder_blocks)
         if config.refiner:
             self.net.attach_refiner(PixelRefiner(7, 3, config.hidden, config.refiner))
+        if config.text_pos_gain:
+            self.net.text.attach_position_boost(config.text_pos_gain)
 
     # ----------------------------------------------------------------------------------------- protocol
     def encode_prompts(self, prompts: list[str], images: torch.Tensor | None = None,
@@ -164,6 +167,14 @@ class TinyVideoPolicy(nn.Module):
             raise VidtuneError(f"this model already has a refiner ({self.config.refiner} channels)")
         self.net.attach_refiner(PixelRefiner(7, 3, self.config.hidden, channels).to(self.device, self.dtype))
         self.config = TinyConfig(**{**asdict(self.config), "refiner": channels})
+
+    def attach_text_positions(self, gain: float) -> None:
+        """Grow the text encoder's boosted position table (zero-initialised: outputs unchanged) and record it in the
+        config; a model that has one already is an error."""
+        if self.config.text_pos_gain:
+            raise VidtuneError(f"this model already has boosted text positions (gain {self.config.text_pos_gain})")
+        self.net.text.attach_position_boost(gain)
+        self.config = TinyConfig(**{**asdict(self.config), "text_pos_gain": gain})
 
     def freeze_backbone(self) -> list[torch.nn.Parameter]:
         """Freeze everything but the decoder-level modules (§7.3); returns the trainable parameters."""

@@ -113,7 +113,8 @@ def folder_data(recipe: Recipe, clip, grid: tuple[int, int] | None, progress: bo
 
 def trainable_policy(recipe: Recipe, init: str | None = None):
     """The policy SFT trains: ``init`` (else the recipe's model), with the motion branch on a frozen backbone
-    (``sft.physics``, tiny model only) and LoRA adapters (``sft.lora_rank``) as the recipe asks."""
+    (``sft.physics``, tiny model only), boosted text positions (``sft.text_pos_gain``, tiny model only) and LoRA
+    adapters (``sft.lora_rank``) as the recipe asks."""
     policy = load_policy(init or recipe, recipe.model.options)
     ph = recipe.sft.physics
     if ph.enabled:
@@ -124,6 +125,15 @@ def trainable_policy(recipe: Recipe, init: str | None = None):
                 torch.manual_seed(recipe.run.seed + 17)
                 policy.attach_motion_branch(ph.decoder_blocks)
         policy.freeze_backbone()  # only decoder-level parameters (and the branch) train
+    gain = recipe.sft.text_pos_gain
+    if gain is not None:
+        if not isinstance(policy, TinyVideoPolicy):
+            raise VidtuneError("sft.text_pos_gain grows the embedded model's text positions; a Wan policy has a T5")
+        if not policy.config.text_pos_gain:
+            policy.attach_text_positions(gain)
+        elif policy.config.text_pos_gain != gain:
+            raise VidtuneError(f"sft.text_pos_gain={gain}, but the model's text positions have gain "
+                               f"{policy.config.text_pos_gain}")
     if recipe.sft.lora_rank:
         attach_lora(policy, recipe.sft.lora_rank, recipe.sft.lora_targets, seed=recipe.run.seed + 11)
     return policy.train()
