@@ -48,6 +48,7 @@ VARIANTS = {
         "sft_textpos300": ["sft.text_pos_gain=300"],  # gain 30 grew the table to std 0.003 (effective 0.09) only
     },
     "grpo": {
+        "start": None,  # the --init checkpoint itself, evaluated by this runner (no GRPO)
         "grpo": [],
         "grpo_vipo": ["grpo.vipo.enabled=true"],
         "grpo_bpgo": ["grpo.bpgo.enabled=true"],
