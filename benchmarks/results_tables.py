@@ -96,7 +96,7 @@ if __name__ == "__main__":
     print("## SFT variants, held-out\n" + grouped(abl, "sft", ATOMS, "heldout"))
     print("## SFT variants, camera slice\n" + grouped(abl, "sft", ["structure_psi", "atom/camera", "verifier"],
                                                       "camera"))
-    if "sft" in evals:
+    if "sft" in evals and not any(r.get("group") == "grpo_start" for r in abl):  # else the runner's own
         abl.insert(0, {"stage": "grpo", "group": "start: SFT (no GRPO)", "seed": 0, "slices": evals["sft"]["slices"],
                        "vbench_total": evals["sft"]["vbench"]["total"]})
     print("## GRPO variants, held-out\n" + grouped(abl, "grpo", ["verifier", "scorer", "vbench_total", "atom/motion",
