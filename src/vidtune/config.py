@@ -450,7 +450,9 @@ class PairsConfig(Section):
     n_candidates: int = Field(8, ge=2, description="Samples per prompt (distinct seeds).")
     sem_tol: float = Field(0.05, ge=0, description="|Sem_a − Sem_b| bound (semantic agreement).")
     cos_min: float = Field(0.9, ge=-1, le=1, description="Embedding cosine lower bound.")
-    q_gap: float = Field(0.1, ge=0, description="Minimum quality gap Q_a − Q_b.")
+    q_gap: float = Field(0.1, ge=0, description="Minimum quality gap Q_a − Q_b (heads normalised over the pool).")
+    min_spread: float = Field(0.05, gt=0, description="Smallest pool spread a quality head is normalised by "
+                              "(preference/build.pool_quality), so rounding-level differences are no gap.")
     synthetic: tuple[Literal["reverse", "shuffle", "freeze", "stall"], ...] = Field(
         ("reverse", "shuffle", "freeze"), description="Synthetic temporal negative kinds (empty = off).")
     n_synthetic_clips: int = Field(32, ge=0, description="Good clips turned into synthetic pairs.")

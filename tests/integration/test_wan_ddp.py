@@ -84,8 +84,11 @@ def test_wan_dpo_two_ranks_equal_one_process(base, tmp_path, parallel):
     dpo = ["sampling.steps=2", "dpo.steps=2", "dpo.batch_size=2", "dpo.lr=1e-3", "dpo.log_every=1",
            "dpo.ckpt_every=1", "dpo.min_pairs=1", "dpo.pairs.n_prompts=1", "dpo.pairs.n_candidates=2",
            "dpo.pairs.n_synthetic_clips=1", "dpo.pairs.good_min=0.0", "dpo.pairs.synthetic=[reverse,shuffle]",
+           "dpo.pairs.on_policy=false",
            "dpo.lora_rank=4", f"dpo.{LORA}"]
     _launch_both("dpo", base, tmp_path, dpo, parallel)
+    # synthetic pairs only: an on-policy pair of two random tiny-Wan clips adds elements whose gradient nearly
+    # cancels, which AdamW steps by rounding noise (measured: an attn1.to_out B element off by 1.0·lr·steps);
     # step 2 starts from weights whose near-zero-gradient elements AdamW moved on rounding noise (see _same_lora);
     # DPO's implicit-reward margin β·((e_w − e_w,ref) − (e_l − e_l,ref)) multiplies a difference of near-equal
     # float32 errors by β ≈ 2000 (measured under FSDP at step 2: 0.00228 vs 0.00255), so it is held to 1e-3

@@ -78,6 +78,9 @@ def test_pool_quality_normalises_each_head_over_the_pool_and_drops_constant_head
     assert torch.allclose(q[:3], torch.tensor([0.0, 0.25, 1.0]), atol=1e-6) and torch.isnan(q[3])
     # the raw gap 0.05 between candidates 0 and 1 is below a 0.1 threshold; normalised it is not
     assert float(heads[1, 0] - heads[0, 0]) < 0.1 <= float(q[1] - q[0])
+    # a head spread below min_spread is divided by min_spread: 0.001 apart stays a 0.02 gap, not 1
+    tiny = pool_quality(torch.tensor([[0.500], [0.501]]))
+    assert torch.allclose(tiny, torch.tensor([0.0, 0.02]), atol=1e-6)
 
 
 def test_synthetic_pairs_skip_reverse_for_i2v_and_static_clips_are_rejected():

@@ -16,21 +16,22 @@ from vidtune.preference.pairs import PreferencePair
 from vidtune.preference.synthetic import RejectedNegative, temporal_negative
 
 
-def pool_quality(heads: torch.Tensor) -> torch.Tensor:
+def pool_quality(heads: torch.Tensor, min_spread: float = 0.05) -> torch.Tensor:
     """Q of ALGORITHMS.md §8.2, "the mean of the normalised perceptual and temporal heads", over a candidate pool.
 
-    Each head (column of ``heads`` [N, K]) is min–max normalised over the pool's finite values,
-    ĥ_k = (h_k − min h_k) / (max h_k − min h_k), so the 0.1 quality gap means a tenth of the spread the policy
-    actually shows on that head; a head constant over the pool ranks nothing and is left out. Q_i is the mean of
-    candidate i's finite ĥ_k (NaN where it has none). Raw heads saturate on a good policy (the ShapeWorld heads
-    span 0.94–1.00), where no raw gap reaches 0.1."""
+    Each head (column of ``heads`` [N, K], values in [0, 1]) is min–max normalised over the pool's finite values,
+    ĥ_k = (h_k − min h_k) / max(max h_k − min h_k, min_spread), so the 0.1 quality gap means a tenth of the spread
+    the policy actually shows on that head, while a head that hardly varies (spread below ``min_spread``, e.g. two
+    candidates differing by rounding) cannot turn noise into a gap; a head constant over the pool ranks nothing and
+    is left out. Q_i is the mean of candidate i's finite ĥ_k (NaN where it has none). Raw heads saturate on a good
+    policy (the ShapeWorld heads span 0.94–1.00), where no raw gap reaches 0.1."""
     h = heads.float()
     finite = torch.isfinite(h)
     lo = torch.where(finite, h, torch.inf).amin(0)
     hi = torch.where(finite, h, -torch.inf).amax(0)
     spread = hi - lo
     used = torch.isfinite(spread) & (spread > 0)
-    norm = (h - lo) / torch.where(used, spread, torch.ones_like(spread))
+    norm = (h - lo) / torch.where(used, spread.clamp(min=min_spread), torch.ones_like(spread))
     ok = finite & used
     n = ok.sum(1)
     q = torch.where(ok, norm, torch.zeros_like(norm)).sum(1) / n.clamp(min=1)

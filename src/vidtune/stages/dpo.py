@@ -123,7 +123,7 @@ def build_pairs(policy, prompts: list[str], recipe: Recipe, progress: bool) -> t
             good_videos.append(vids[best])
             good_prompts.append(prompt)
     if pool:
-        q_all = pool_quality(torch.cat([heads for _, _, heads, _, _ in pool]))
+        q_all = pool_quality(torch.cat([heads for _, _, heads, _, _ in pool]), cfg.min_spread)
         for (prompt, vids, _, sem, emb), q in zip(pool, q_all.split(cfg.n_candidates)):
             pairs += hard_negative_pairs(prompt, from_uint8(vids), q, sem, emb,
                                          torch.isfinite(q) & torch.isfinite(sem),
