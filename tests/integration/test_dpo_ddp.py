@@ -19,12 +19,13 @@ LR = 1e-4
 
 
 def _overrides(model_dir, out_dir, name: str, steps: int, *extra: str) -> list[str]:
-    """Tiny DPO: 4 × 16 × 16 clips, 2 prompts × 2 candidates → 4 synthetic pairs, global batch 4."""
+    """Tiny DPO: 4 × 16 × 16 clips, 2 prompts × 2 candidates → 4 synthetic pairs (no on-policy ones, whose
+    number depends on the random model's clips), global batch 4."""
     return [f"model.init={model_dir}", f"run.out_dir={out_dir}", f"run.name={name}", "run.threads=1",
             "run.tensorboard=false", "world.frames=4", "world.size=16", "sampling.steps=2", f"dpo.steps={steps}",
             "dpo.batch_size=4", f"dpo.lr={LR}", "dpo.log_every=1", "dpo.ckpt_every=1", "dpo.grad_frames=2",
             "dpo.pairs.n_prompts=2", "dpo.pairs.n_candidates=2", "dpo.pairs.n_synthetic_clips=2",
-            "dpo.pairs.good_min=0.0", "dpo.pairs.synthetic=[reverse,shuffle]", *extra]
+            "dpo.pairs.good_min=0.0", "dpo.pairs.synthetic=[reverse,shuffle]", "dpo.pairs.on_policy=false", *extra]
 
 
 @pytest.fixture(scope="module")
