@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from vidtune.config import load_recipe
+from vidtune.math.flow_matching import interpolate, x0_from_velocity
 from vidtune.models.tiny import load_tiny
 from vidtune.rewards.verifier import ShapeWorldVerifier, background_flow, segment_palette
 from vidtune.sampling.ode import generate
@@ -36,7 +37,9 @@ TIMES = (0.3, 0.5, 0.7, 0.9)
 def mean_background_flow(video: torch.Tensor) -> np.ndarray:
     """Mean over transitions of the verifier's background flow of one clip [F, 3, H, W] → (dx, dy)."""
     frames = video.permute(0, 2, 3, 1).numpy()
-    return background_flow(video_flow(frames, "dis"), segment_palette(frames, 0.3) >= 0).mean(0)
+    verifier = ShapeWorldVerifier()
+    palette_px = segment_palette(frames, verifier.colour_threshold) >= 0
+    return background_flow(video_flow(frames, verifier.flow), palette_px).mean(0)
 
 
 def main() -> None:
@@ -69,12 +72,13 @@ def main() -> None:
         for mode, images in (("teacher_forced", None), ("teacher_forced_i2v", real[:, 0])):
             row[mode] = {}
             for t in TIMES:
-                xt = (1 - t) * x0 + t * eps
+                tt = torch.full((len(x0),), t)
+                xt = interpolate(x0, eps, tt)
                 row[mode][str(t)] = {}
                 for name, caps in captions.items():
                     with torch.no_grad():
-                        v = policy.velocity(xt, torch.full((len(x0),), t), policy.encode_prompts(caps, images=images))
-                    pred = policy.decode(xt - t * v).clamp(0, 1)
+                        v = policy.velocity(xt, tt, policy.encode_prompts(caps, images=images))
+                    pred = policy.decode(x0_from_velocity(xt, v, tt)).clamp(0, 1)
                     row[mode][str(t)][name] = float(np.mean([mean_background_flow(p) @ u
                                                              for p, u in zip(pred, unit)]))
         results["models"][spec] = row

@@ -7,13 +7,13 @@ algorithmic defaults only through these models.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vidtune.config_errors import format_validation_error
 from vidtune.errors import ConfigError
 
 
@@ -529,35 +529,6 @@ class Recipe(Section):
 # --------------------------------------------------------------------------------------------- loading
 
 
-def _did_you_mean(key: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _section_fields(model: type[BaseModel], path: tuple[str, ...]) -> list[str]:
-    for part in path:
-        ann = model.model_fields[part].annotation
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return []
-        model = ann
-    return list(model.model_fields)
-
-
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    lines = []
-    for e in err.errors():
-        loc = tuple(str(p) for p in e["loc"])
-        key = ".".join(loc)
-        if e["type"] == "extra_forbidden":
-            hint = _did_you_mean(loc[-1], _section_fields(Recipe, loc[:-1]))
-            lines.append(f"unknown key '{key}'{hint}")
-        else:
-            got = e.get("input")
-            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"'{key}': {e['msg']}{got_s}" if key else e["msg"])
-    return f"invalid recipe {source}:\n  " + "\n  ".join(lines)
-
-
 def parse_override(item: str) -> tuple[list[str], Any]:
     """Split ``a.b.c=value`` into (['a','b','c'], value) with the value parsed as YAML (so 3, 1e-4, true, [1,2])."""
     if "=" not in item:
@@ -608,7 +579,7 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, source)) from None
+        raise ConfigError(format_validation_error(e, source, Recipe)) from None
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

@@ -5,7 +5,8 @@ import copy
 
 import torch
 
-from vidtune.math.flow_matching import per_sample_mse, velocity_target, weighted_fm_loss
+from vidtune.math.flow_matching import (per_sample_mse, velocity_from_x0, velocity_target, weighted_fm_loss,
+                                        x0_from_velocity)
 from vidtune.math.structure_weights import epe_loss
 from vidtune.stages.fm_step import draw_batch, fm_loss
 
@@ -143,3 +144,11 @@ def test_t_loc_moves_the_flow_times_toward_noise():
     assert abs(float(base.t.median()) - 0.5) < 0.02
     assert abs(float(shifted.t.median()) - float(torch.sigmoid(torch.tensor(0.8)))) < 0.02
     assert torch.equal(base.index, shifted.index) and torch.equal(base.drop, shifted.drop)
+
+
+def test_x0_from_velocity_inverts_velocity_from_x0_by_hand():
+    """x_t = 0.5, t = 0.5, v = 0.4 → x̂_0 = 0.5 − 0.5·0.4 = 0.3; and back: (0.5 − 0.3)/0.5 = 0.4."""
+    xt, t = torch.full((2, 3), 0.5), torch.tensor([0.5, 0.5])
+    x0 = x0_from_velocity(xt, torch.full((2, 3), 0.4), t)
+    assert torch.allclose(x0, torch.full((2, 3), 0.3))
+    assert torch.allclose(velocity_from_x0(xt, x0, t), torch.full((2, 3), 0.4))

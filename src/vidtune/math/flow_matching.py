@@ -33,6 +33,11 @@ def velocity_from_x0(xt: torch.Tensor, x0_hat: torch.Tensor, t: torch.Tensor, t_
     return (xt - x0_hat) / _bcast(t.to(xt.dtype).clamp_min(t_min), xt)
 
 
+def x0_from_velocity(xt: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The clean sample a velocity implies: x̂_0 = x_t − t·v (the inverse of :func:`velocity_from_x0` for t ≥ t_min)."""
+    return xt - _bcast(t.to(xt.dtype), xt) * v
+
+
 def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """ALGORITHMS.md §7.1: e_b = (1/D)·Σ_e (pred − target)²_e, mean over all non-batch dims → [B]."""
     return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
