@@ -67,6 +67,16 @@ VARIANTS = {
         # the reward-noise experiment at a learning rate where plain GRPO does degrade
         "grpo_noisy_lr1e-4": [NOISY_HEAD, "grpo.lr=1e-4"],
         "grpo_noisy_bpgo_lr1e-4": [NOISY_HEAD, "grpo.bpgo.enabled=true", "grpo.lr=1e-4"],
+        # where the signal is: groups of 8 spread by 0.02–0.09 in reward, and z-scoring gives a near-tied group the
+        # same ±1 advantages as a group with a real quality gap; the mean baseline weights groups by their spread
+        "grpo_mean_baseline": ["grpo.advantage=mean_baseline"],
+        "grpo_eta07": ["grpo.rollout.eta=0.7"],  # more exploration per SDE step
+        "grpo_eta07_mean_baseline": ["grpo.rollout.eta=0.7", "grpo.advantage=mean_baseline"],
+        "grpo_std_floor": ["grpo.std_floor=0.05"],  # near-tied groups (spread < 0.05) get no advantage (§2.1)
+        "grpo_g16": ["grpo.group_size=16", "grpo.prompts_per_iter=2"],  # same rollouts, larger groups
+        # control: advantages from a coin flip (verifier + N(0, 10²) clamped to [0, 1] on every prompt): how much of
+        # a run's change is the random walk of the update rather than the reward?
+        "grpo_pure_noise": ["grpo.reward.heads=[{reward: noisy, kwargs: {base: verifier, std: 10, fraction: 1}}]"],
     },
     # pair sources (ALGORITHMS.md §8.2); the thresholds are set for every variant with --set (see docs/results.md)
     "dpo": {
