@@ -99,8 +99,9 @@ if __name__ == "__main__":
     if "sft" in evals and not any(r.get("group") == "grpo_start" for r in abl):  # else the runner's own
         abl.insert(0, {"stage": "grpo", "group": "start: SFT (no GRPO)", "seed": 0, "slices": evals["sft"]["slices"],
                        "vbench_total": evals["sft"]["vbench"]["total"]})
-    print("## GRPO variants, held-out\n" + grouped(abl, "grpo", ["verifier", "scorer", "vbench_total", "atom/motion",
-                                                                  "atom/colour", "clean"], "heldout"))
+    grpo_keys = ["verifier", "scorer", "vbench_total", "atom/motion", "atom/shape", "atom/size", "atom/colour", "clean"]
+    print("## GRPO variants, held-out\n" + grouped(abl, "grpo", grpo_keys, "heldout"))
+    print("## GRPO variants, all prompts\n" + grouped(abl, "grpo", grpo_keys, "all"))
     print("## DPO pair sources, held-out\n" + grouped(abl, "dpo", DPO_KEYS, "heldout"))
     print("## DPO pair sources, all prompts\n" + grouped(abl, "dpo", DPO_KEYS, "all"))
     print("## DPO pairs per run\n" + "".join(f"- {r['variant']}: {r.get('pairs')}\n" for r in abl
