@@ -429,6 +429,9 @@ class EvalConfig(Section):
     n_seen: int = Field(48, ge=0, description="Instruction prompts with compositions seen in training.")
     n_heldout: int = Field(48, ge=0, description="Prompts with held-out colour/shape compositions.")
     seed: int = Field(1000, description="Seed of the prompt set and of the sampling noise (fixed across stages).")
+    samples_per_prompt: int = Field(
+        1, ge=1, description="K clips per prompt, each from its own fixed seed (VBench samples 5); K > 1 divides the "
+        "sampling variance of every mean by K at K× the eval time. The first clip of each prompt is the K = 1 set.")
     grid_prompts: int = Field(8, ge=0, description="Prompts shown in the video grid of the report.")
 
     @model_validator(mode="after")

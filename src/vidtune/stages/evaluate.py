@@ -33,10 +33,13 @@ class EvalSet:
 
 
 def eval_set(recipe: Recipe) -> EvalSet:
+    """The eval prompts (seen, then held-out) repeated ``eval.samples_per_prompt`` = K times, repeat-major: entries
+    k·N … k·N + N − 1 are the N prompts with their k-th seed, so the first N entries are the K = 1 set."""
     e, w = recipe.eval, recipe.world
     exs = examples(e.n_seen, e.seed, w, "train") + examples(e.n_heldout, e.seed, w, "heldout")
-    return EvalSet([x.scene for x in exs], [caption(x.scene) for x in exs],
-                   [e.seed * 100_003 + i for i in range(len(exs))])
+    reps = range(e.samples_per_prompt)
+    return EvalSet([x.scene for _ in reps for x in exs], [caption(x.scene) for _ in reps for x in exs],
+                   [e.seed * 100_003 + i + k * 7_919_009 for k in reps for i in range(len(exs))])
 
 
 SEMANTIC_DIMENSIONS = {"object_class": "atom/shape", "count": "atom/count", "colour": "atom/colour",
