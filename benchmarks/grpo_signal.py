@@ -4,11 +4,11 @@ Rollouts of the GRPO recipe (SDE, shared initial noise per group) from a checkpo
 sample is judged by the verifier, and its z-scored group advantage A (math.advantages.group_advantages, as the
 stage computes it) is set against per-sample features: the verifier's atoms, its cleanliness factor, the object's
 pixel area, and the rollout's noise (background roughness). Reported per feature is the advantage-weighted mean
-difference  Σ_b A_b·(f_b − f̄_p) / Σ_b |A_b|  over samples b with group mean f̄_p, i.e. the direction in which one
+difference Σ_b A_b·(f_b − f̄_p) / Σ_b |A_b| (math.advantages.advantage_push), i.e. the direction in which one
 policy-gradient step moves the feature (REINFORCE pushes up the likelihood of positive-A samples), split into
 near-tied groups (reward spread < ``--tied``) and the others.
 
-    .venv/bin/python benchmarks/grpo_signal.py runs/shapeworld/sft/model --prompts 16 --out benchmarks/results/grpo_signal.json
+    .venv/bin/python benchmarks/grpo_signal.py runs/shapeworld_s6/sft/model --prompts 32
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from vidtune.config import load_recipe
-from vidtune.math.advantages import group_advantages
+from vidtune.math.advantages import advantage_push, group_advantages
 from vidtune.models.tiny import load_tiny
 from vidtune.rewards.verifier import COLOUR_NAMES, ShapeWorldVerifier, segment_palette
 from vidtune.stages.grpo import do_rollout, prompt_pool, rollout_spec
@@ -40,16 +40,6 @@ def features(verifier: ShapeWorldVerifier, video: torch.Tensor, prompt: str, det
            "roughness": float(np.mean(details.get("roughness", [np.nan])))}
     out.update({a: float(atoms[a]) if a in atoms else np.nan for a in FEATURES[4:]})
     return out
-
-
-def push(adv: np.ndarray, feat: np.ndarray, group: int) -> float:
-    """Σ A·(f − f̄_group) / Σ|A| over the samples where f is defined (NaN if none)."""
-    a, f = adv.reshape(-1, group), feat.reshape(-1, group)
-    ok = ~np.isnan(f)
-    fbar = np.where(ok, f, 0).sum(1, keepdims=True) / np.maximum(ok.sum(1, keepdims=True), 1)
-    num = (a * np.where(ok, f - fbar, 0)).sum()
-    den = np.abs(np.where(ok, a, 0)).sum()
-    return float(num / den) if den > 0 else float("nan")
 
 
 def main() -> None:
@@ -78,7 +68,8 @@ def main() -> None:
               "group_reward_std": spread.round(4).tolist(), "push": {}}
     for name, mask in (("all", np.ones_like(tied)), ("tied", tied), ("spread", ~tied)):
         a = np.where(mask, adv, 0.0)
-        result["push"][name] = {f: push(a, np.array([r[f] for r in rows], dtype=float), cfg.group_size)
+        result["push"][name] = {f: advantage_push(torch.from_numpy(a), torch.tensor([r[f] for r in rows]),
+                                                   cfg.group_size)
                                 for f in FEATURES}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

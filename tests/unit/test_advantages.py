@@ -9,7 +9,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from vidtune.math.advantages import group_advantages, group_stats
+from vidtune.math.advantages import advantage_push, group_advantages, group_stats
 
 EPS = 1e-4
 FAST = settings(max_examples=60, deadline=None)
@@ -195,3 +195,13 @@ def test_bad_inputs_raise():
         group_advantages(torch.zeros(6), 4)
     with pytest.raises(ValueError, match="advantage mode"):
         group_advantages(torch.zeros(4), 2, mode="batch")  # type: ignore[arg-type]
+
+
+def test_advantage_push_by_hand():
+    """Σ A·(f − f̄_group) / Σ|A| over finite f: group 1 gives 1·(3 − 2) + (−1)·(1 − 2) = 2; in group 2 only the first
+    sample has a feature (f̄ = 10, contribution 0); Σ|A| over those three samples = 2.5 → 0.8."""
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    feat = torch.tensor([3.0, 1.0, 10.0, float("nan")])
+    assert advantage_push(adv, feat, 2) == pytest.approx(0.8)
+    assert advantage_push(-adv, feat, 2) == pytest.approx(-0.8)  # the opposite step pushes the other way
+    assert math.isnan(advantage_push(torch.zeros(4), feat, 2))

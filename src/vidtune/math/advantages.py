@@ -124,3 +124,22 @@ def group_advantages(
         floored_groups=int(floored.sum()),
         clipped_fraction=float(clipped.sum()) / n_valid if n_valid else 0.0,
     )
+
+
+def advantage_push(advantages: Tensor, feature: Tensor, group_size: int) -> float:
+    """Direction of one REINFORCE step along a per-sample feature (a diagnostic, benchmarks/grpo_signal.py):
+
+        push = Σ_b A_b·(f_b − f̄_p(b)) / Σ_b |A_b|
+
+    over the samples b where f is finite, with f̄_p the mean of f over the finite samples of b's group. Positive:
+    the step raises the likelihood of samples with above-group-average f. NaN when no finite f has A ≠ 0.
+    ``advantages`` and ``feature`` are [B] (prompt-major, B = P·G)."""
+    a = _fp(advantages).reshape(-1, group_size)
+    f = _fp(feature).reshape(-1, group_size)
+    ok = torch.isfinite(f)
+    f0 = torch.where(ok, f, 0.0)
+    fbar = f0.sum(1, keepdim=True) / ok.sum(1, keepdim=True).clamp_min(1)
+    den = torch.where(ok, a.abs(), 0.0).sum()
+    if den == 0:
+        return float("nan")
+    return float((a * torch.where(ok, f - fbar, 0.0)).sum() / den)
