@@ -6,7 +6,8 @@ stage computes it) is set against per-sample features: the verifier's atoms, its
 pixel area, and the rollout's noise (background roughness). Reported per feature is the advantage-weighted mean
 difference Σ_b A_b·(f_b − f̄_p) / Σ_b |A_b| (math.advantages.advantage_push), i.e. the direction in which one
 policy-gradient step moves the feature (REINFORCE pushes up the likelihood of positive-A samples), split into
-near-tied groups (reward spread < ``--tied``) and the others.
+near-tied groups (reward spread < ``--tied``) and the others. Also reported: each feature's mean under the rollout
+sampler (SDE), to set against the ODE evaluation of the same checkpoint.
 
     .venv/bin/python benchmarks/grpo_signal.py runs/shapeworld_s6/sft/model --prompts 32
 """
@@ -65,6 +66,7 @@ def main() -> None:
     tied = np.repeat(spread < args.tied, cfg.group_size)
     result = {"model": args.model, "overrides": args.set, "prompts": args.prompts, "group_size": cfg.group_size,
               "tied_threshold": args.tied, "tied_groups": int((spread < args.tied).sum()),
+              "mean": {f: float(np.nanmean([r[f] for r in rows])) for f in FEATURES},  # under the rollout sampler
               "group_reward_std": spread.round(4).tolist(), "push": {}}
     for name, mask in (("all", np.ones_like(tied)), ("tied", tied), ("spread", ~tied)):
         a = np.where(mask, adv, 0.0)
