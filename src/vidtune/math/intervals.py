@@ -27,3 +27,15 @@ def mean_interval(values: torch.Tensor, z: float = 1.96) -> MeanInterval:
     m = float(v.mean())
     half = z * float(v.std(unbiased=True)) / math.sqrt(n) if n > 1 else 0.0
     return MeanInterval(m, m - half, m + half, n)
+
+
+def paired_prompt_difference(a: torch.Tensor, b: torch.Tensor, k: int, z: float = 1.96) -> MeanInterval:
+    """Paired difference of two evaluations of the same eval set (``eval.samples_per_prompt`` = k, repeat-major
+    per-sample scores [k·N], stages/evaluate.eval_set): d_i = (1/k)·Σ_j (a_{jN+i} − b_{jN+i}) per prompt i, then
+    :func:`mean_interval` over the N prompts. Pairing on the prompt removes the prompt-difficulty variance that an
+    unpaired comparison of the two means carries."""
+    if a.shape != b.shape or a.ndim != 1 or a.numel() % k:
+        raise ValueError(f"paired scores must be two [k·N] vectors with k={k}, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    d = (a.double() - b.double()).view(k, -1).mean(0)
+    return mean_interval(d, z)
