@@ -73,6 +73,8 @@ VARIANTS = {
         "grpo_eta07": ["grpo.rollout.eta=0.7"],  # more exploration per SDE step
         "grpo_eta07_mean_baseline": ["grpo.rollout.eta=0.7", "grpo.advantage=mean_baseline"],
         "grpo_std_floor": ["grpo.std_floor=0.05"],  # near-tied groups (spread < 0.05) get no advantage (§2.1)
+        # 4× the rollouts per optimiser step (16 prompts × 8, 4× the budget): is the gradient's variance the limit?
+        "grpo_p16": ["grpo.prompts_per_iter=16"],
         "grpo_g16": ["grpo.group_size=16", "grpo.prompts_per_iter=2"],  # same rollouts, larger groups
         # control: advantages from a coin flip (verifier + N(0, 10²) clamped to [0, 1] on every prompt): how much of
         # a run's change is the random walk of the update rather than the reward?
