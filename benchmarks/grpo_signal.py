@@ -57,21 +57,20 @@ def main() -> None:
     pool = prompt_pool(recipe).prompts
     prompts = [pool[i % len(pool)] for i in range(args.prompts)]
     ro, _, _ = do_rollout(policy, prompts, cfg.group_size, rollout_spec(cfg), seed=recipe.run.seed)
-    videos = policy.decode(ro.states[:, -1])
+    videos = policy.decode(ro.final).cpu()
     out = verifier(videos, ro.prompts)
     rewards = out.scores
-    adv = group_advantages(rewards, cfg.group_size, mode=cfg.advantage, std_floor=cfg.std_floor).advantages.numpy()
+    ga = group_advantages(rewards, cfg.group_size, mode=cfg.advantage, std_floor=cfg.std_floor)
     rows = [features(verifier, v, p, d, float(r)) for v, p, d, r in zip(videos, ro.prompts, out.details, rewards)]
-    spread = rewards.view(-1, cfg.group_size).std(1).numpy()
-    tied = np.repeat(spread < args.tied, cfg.group_size)
+    spread = ga.group_std.numpy()
+    tied = torch.from_numpy(spread < args.tied).repeat_interleave(cfg.group_size)
     result = {"model": args.model, "overrides": args.set, "prompts": args.prompts, "group_size": cfg.group_size,
               "tied_threshold": args.tied, "tied_groups": int((spread < args.tied).sum()),
               "mean": {f: float(np.nanmean([r[f] for r in rows])) for f in FEATURES},  # under the rollout sampler
               "group_reward_std": spread.round(4).tolist(), "push": {}}
-    for name, mask in (("all", np.ones_like(tied)), ("tied", tied), ("spread", ~tied)):
-        a = np.where(mask, adv, 0.0)
-        result["push"][name] = {f: advantage_push(torch.from_numpy(a), torch.tensor([r[f] for r in rows]),
-                                                   cfg.group_size)
+    for name, mask in (("all", torch.ones_like(tied)), ("tied", tied), ("spread", ~tied)):
+        a = torch.where(mask, ga.advantages, 0.0)
+        result["push"][name] = {f: advantage_push(a, torch.tensor([r[f] for r in rows]), cfg.group_size)
                                 for f in FEATURES}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
