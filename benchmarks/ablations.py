@@ -29,6 +29,9 @@ CURRICULUM_HEADS = ("grpo.reward.heads=[{reward: sharpness, component: visual, w
 # the reward-noise experiment: the verifier corrupted by N(0, 0.3²) on a fixed half of the prompts (rewards/noisy.py)
 NOISY_HEAD = "grpo.reward.heads=[{reward: noisy, kwargs: {base: verifier, std: 0.3, fraction: 0.5}}]"
 
+# the control's reward: the verifier plus N(0, 10²) clamped to [0, 1] on every prompt, i.e. a coin flip
+PURE_NOISE_HEAD = "grpo.reward.heads=[{reward: noisy, kwargs: {base: verifier, std: 10, fraction: 1}}]"
+
 VARIANTS = {
     "sft": {
         "sft": [],
@@ -78,7 +81,8 @@ VARIANTS = {
         "grpo_g16": ["grpo.group_size=16", "grpo.prompts_per_iter=2"],  # same rollouts, larger groups
         # control: advantages from a coin flip (verifier + N(0, 10²) clamped to [0, 1] on every prompt): how much of
         # a run's change is the random walk of the update rather than the reward?
-        "grpo_pure_noise": ["grpo.reward.heads=[{reward: noisy, kwargs: {base: verifier, std: 10, fraction: 1}}]"],
+        "grpo_pure_noise": [PURE_NOISE_HEAD],
+        "grpo_p16_pure_noise": ["grpo.prompts_per_iter=16", PURE_NOISE_HEAD],  # the control at grpo_p16's batch
     },
     # pair sources (ALGORITHMS.md §8.2); the thresholds are set for every variant with --set (see docs/results.md)
     "dpo": {
