@@ -26,3 +26,13 @@ def test_paired_prompt_difference_pairs_repeats_of_the_same_prompt():
     assert paired_prompt_difference(b, a, k=2).mean == -2.0
     with pytest.raises(ValueError, match="k=3"):
         paired_prompt_difference(a, b, k=3)
+
+
+def test_paired_prompt_difference_skips_undefined_clips():
+    """k = 2, N = 3: prompt 0 has differences 1 and NaN → 1; prompt 1 has 2 and 4 → 3; prompt 2 is undefined in both
+    repeats and is left out. Mean 2 over n = 2 prompts."""
+    nan = float("nan")
+    a = torch.tensor([1.0, 2.0, nan, nan, 4.0, nan])
+    b = torch.zeros(6)
+    r = paired_prompt_difference(a, b, k=2)
+    assert (r.mean, r.n) == (2.0, 2)

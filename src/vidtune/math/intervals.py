@@ -33,9 +33,11 @@ def paired_prompt_difference(a: torch.Tensor, b: torch.Tensor, k: int, z: float 
     """Paired difference of two evaluations of the same eval set (``eval.samples_per_prompt`` = k, repeat-major
     per-sample scores [k·N], stages/evaluate.eval_set): d_i = (1/k)·Σ_j (a_{jN+i} − b_{jN+i}) per prompt i, then
     :func:`mean_interval` over the N prompts. Pairing on the prompt removes the prompt-difficulty variance that an
-    unpaired comparison of the two means carries."""
+    unpaired comparison of the two means carries. A metric undefined on some clips (NaN, e.g. the gravity critic
+    off the fall/bounce prompts) averages d_i over the repeats where both are finite; a prompt with none is left
+    out (n counts the prompts used)."""
     if a.shape != b.shape or a.ndim != 1 or a.numel() % k:
         raise ValueError(f"paired scores must be two [k·N] vectors with k={k}, got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")
-    d = (a.double() - b.double()).view(k, -1).mean(0)
+    d = (a.double() - b.double()).view(k, -1).nanmean(0)
     return mean_interval(d, z)
