@@ -1,0 +1,93 @@
+"""How much of a GRPO step's gradient is signal? (#5 diagnostic)
+
+One rollout batch of the GRPO recipe from a checkpoint (``--prompts`` groups of G), judged by the verifier. For
+each group, the gradient of the GRPO loss restricted to that group (on-policy, ratio 1: REINFORCE with the group
+baseline over the trained transitions, as `stages.grpo.update` computes it) is flattened; from these per-group
+gradients `math.noise_scale.gradient_noise_scale` estimates the squared norm of the mean gradient |G|², the noise
+tr Σ, and the batch (in groups) at which a step's gradient is half signal, B_simple = tr Σ / |G|². The same
+rollouts with coin-flip rewards (0/1) are the null: their |G|² must be 0 within its standard error. B_simple does
+not depend on the advantages' scale, so the advantage variants (z-score, a std floor that zeroes near-tied groups,
+the mean baseline) are compared on the same rollouts.
+
+    .venv/bin/python benchmarks/grpo_noise_scale.py runs/shapeworld_s6/sft/model --prompts 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from vidtune.config import load_recipe
+from vidtune.math.advantages import group_advantages
+from vidtune.math.grpo_loss import grpo_objective
+from vidtune.math.noise_scale import gradient_noise_scale, signal_fraction
+from vidtune.models.tiny import load_tiny
+from vidtune.rewards.verifier import ShapeWorldVerifier
+from vidtune.sampling.rollout import transition_eval
+from vidtune.stages.grpo import do_rollout, prompt_pool, rollout_spec
+
+
+def group_gradients(policy, ro, cond, uncond, adv: torch.Tensor, group: int) -> torch.Tensor:
+    """[P, n_params] gradient of the on-policy GRPO loss of each group alone (normalised by its G samples)."""
+    params = [p for p in policy.parameters() if p.requires_grad]
+    n_cols, out = ro.train_steps.shape[1], []
+    for start in range(0, adv.shape[0], group):
+        rows = torch.arange(start, start + group)
+        for p in params:
+            p.grad = None
+        for col in range(n_cols):
+            te = transition_eval(policy, ro, cond, uncond, rows, col)
+            obj = grpo_objective(te.logp.unsqueeze(1), ro.logp_old[rows, col].unsqueeze(1), adv[rows],
+                                 torch.ones(group, dtype=torch.bool), n_steps=n_cols, n_valid=group)
+            obj.loss.backward()
+        out.append(torch.cat([p.grad.flatten() for p in params]))
+    return torch.stack(out)
+
+
+def summary(grads: torch.Tensor, batches: tuple[int, ...]) -> dict:
+    ns = gradient_noise_scale(grads)
+    b_simple = ns.trace_cov / ns.signal_sq if ns.signal_sq > 0 else float("inf")
+    return {"signal_sq": ns.signal_sq, "signal_sq_se": ns.signal_sq_se, "trace_cov": ns.trace_cov, "groups": ns.n,
+            "b_simple_groups": b_simple,
+            "signal_fraction": {str(b): signal_fraction(ns.signal_sq, ns.trace_cov, b) for b in batches}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--prompts", type=int, default=64, help="groups in the rollout batch (≥ 3)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", nargs="*", default=[], help="recipe overrides (e.g. grpo.rollout.eta=0.7)")
+    ap.add_argument("--out", default="benchmarks/results/grpo_noise_scale.json")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    t0 = time.time()
+    recipe = load_recipe(None, args.set)
+    cfg, policy = recipe.grpo, load_tiny(args.model)
+    pool = prompt_pool(recipe).prompts
+    prompts = [pool[i % len(pool)] for i in range(args.prompts)]
+    ro, cond, uncond = do_rollout(policy, prompts, cfg.group_size, rollout_spec(cfg), seed=args.seed)
+    rewards = ShapeWorldVerifier()(policy.decode(ro.final).cpu(), ro.prompts).scores
+    coins = torch.bernoulli(torch.full_like(rewards, 0.5), generator=torch.Generator().manual_seed(args.seed))
+    batches = (cfg.prompts_per_iter, 4, 16, 64, 256, 1024)
+    result = {"model": args.model, "overrides": args.set, "groups": args.prompts, "group_size": cfg.group_size,
+              "seed": args.seed, "reward_mean": float(rewards.mean()), "rewards": {}}
+    variants = {"verifier": (rewards, {}), "verifier_std_floor": (rewards, {"std_floor": 0.05}),
+                "verifier_mean_baseline": (rewards, {"mode": "mean_baseline"}), "coin_flip": (coins, {})}
+    for name, (r, kw) in variants.items():
+        ga = group_advantages(r, cfg.group_size, **{"mode": cfg.advantage, "std_floor": cfg.std_floor, **kw})
+        result["rewards"][name] = summary(group_gradients(policy, ro, cond, uncond, ga.advantages, cfg.group_size),
+                                          batches)
+        result["rewards"][name]["informative_groups"] = int((ga.group_std > 0).sum())
+        print(name, json.dumps(result["rewards"][name], indent=1))
+    result["seconds"] = time.time() - t0
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
