@@ -31,6 +31,11 @@ from vidtune.sampling.rollout import transition_eval
 from vidtune.stages.grpo import do_rollout, prompt_pool, rollout_spec
 
 
+# advantage variants on the same rollouts: group_advantages keyword overrides (coin_flip: 0/1 rewards, the null)
+VARIANTS = {"verifier": {}, "verifier_std_floor": {"std_floor": 0.05}, "verifier_mean_baseline": {"mode": "mean_baseline"},
+            "coin_flip": {}}
+
+
 def group_gradients(policy, ro, cond, uncond, adv: torch.Tensor, group: int) -> torch.Tensor:
     """[P, n_params] gradient of the on-policy GRPO loss of each group alone (normalised by its G samples)."""
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -62,6 +67,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=64, help="groups in the rollout batch (≥ 3)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", nargs="*", default=[], help="recipe overrides (e.g. grpo.rollout.eta=0.7)")
+    ap.add_argument("--advantages", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
+                    help="advantage variants to measure (each costs one backward pass over the batch)")
     ap.add_argument("--out", default="benchmarks/results/grpo_noise_scale.json")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -76,9 +83,8 @@ def main() -> None:
     batches = (cfg.prompts_per_iter, 4, 16, 64, 256, 1024)
     result = {"model": args.model, "overrides": args.set, "groups": args.prompts, "group_size": cfg.group_size,
               "seed": args.seed, "reward_mean": float(rewards.mean()), "rewards": {}}
-    variants = {"verifier": (rewards, {}), "verifier_std_floor": (rewards, {"std_floor": 0.05}),
-                "verifier_mean_baseline": (rewards, {"mode": "mean_baseline"}), "coin_flip": (coins, {})}
-    for name, (r, kw) in variants.items():
+    for name in args.advantages:
+        r, kw = (coins, {}) if name == "coin_flip" else (rewards, VARIANTS[name])
         ga = group_advantages(r, cfg.group_size, **{"mode": cfg.advantage, "std_floor": cfg.std_floor, **kw})
         result["rewards"][name] = summary(group_gradients(policy, ro, cond, uncond, ga.advantages, cfg.group_size),
                                           batches)
