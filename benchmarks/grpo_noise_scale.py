@@ -5,7 +5,8 @@ each group, the gradient of the GRPO loss restricted to that group (on-policy, r
 baseline over the trained transitions, as `stages.grpo.update` computes it) is flattened; from these per-group
 gradients `math.noise_scale.gradient_noise_scale` estimates the squared norm of the mean gradient |G|², the noise
 tr Σ, and the batch (in groups) at which a step's gradient is half signal, B_simple = tr Σ / |G|². The same
-rollouts with coin-flip rewards (0/1) are the null: their |G|² must be 0 within its standard error. B_simple does
+rollouts with coin-flip rewards (0/1) are the null: their |G|² must be 0 within its standard error; the clip's mean
+brightness, a reward GRPO demonstrably raises, is the positive control. B_simple does
 not depend on the advantages' scale, so the advantage variants (z-score, a std floor that zeroes near-tied groups,
 the mean baseline) are compared on the same rollouts.
 
@@ -31,9 +32,11 @@ from vidtune.sampling.rollout import transition_eval
 from vidtune.stages.grpo import do_rollout, prompt_pool, rollout_spec
 
 
-# advantage variants on the same rollouts: group_advantages keyword overrides (coin_flip: 0/1 rewards, the null)
-VARIANTS = {"verifier": {}, "verifier_std_floor": {"std_floor": 0.05}, "verifier_mean_baseline": {"mode": "mean_baseline"},
-            "coin_flip": {}}
+# advantage variants on the same rollouts: group_advantages keyword overrides of the verifier's; coin_flip (0/1
+# rewards) is the null, brightness (the clip's mean pixel, which GRPO demonstrably raises: tests/integration/
+# test_grpo_learns.py) the positive control
+VARIANTS = {"verifier": {}, "verifier_std_floor": {"std_floor": 0.05},
+            "verifier_mean_baseline": {"mode": "mean_baseline"}, "coin_flip": {}, "brightness": {}}
 
 
 def group_gradients(policy, ro, cond, uncond, adv: torch.Tensor, group: int) -> torch.Tensor:
@@ -78,14 +81,18 @@ def main() -> None:
     pool = prompt_pool(recipe).prompts
     prompts = [pool[i % len(pool)] for i in range(args.prompts)]
     ro, cond, uncond = do_rollout(policy, prompts, cfg.group_size, rollout_spec(cfg), seed=args.seed)
-    rewards = ShapeWorldVerifier()(policy.decode(ro.final).cpu(), ro.prompts).scores
-    coins = torch.bernoulli(torch.full_like(rewards, 0.5), generator=torch.Generator().manual_seed(args.seed))
+    videos = policy.decode(ro.final).cpu()
+    rewards = ShapeWorldVerifier()(videos, ro.prompts).scores
+    controls = {"coin_flip": torch.bernoulli(torch.full_like(rewards, 0.5),
+                                             generator=torch.Generator().manual_seed(args.seed)),
+                "brightness": videos.flatten(1).mean(1).double()}
     batches = (cfg.prompts_per_iter, 4, 16, 64, 256, 1024)
     result = {"model": args.model, "overrides": args.set, "groups": args.prompts, "group_size": cfg.group_size,
               "seed": args.seed, "reward_mean": float(rewards.mean()), "rewards": {}}
     for name in args.advantages:
-        r, kw = (coins, {}) if name == "coin_flip" else (rewards, VARIANTS[name])
-        ga = group_advantages(r, cfg.group_size, **{"mode": cfg.advantage, "std_floor": cfg.std_floor, **kw})
+        r = controls.get(name, rewards)
+        kw = {"mode": cfg.advantage, "std_floor": cfg.std_floor, **VARIANTS[name]}
+        ga = group_advantages(r, cfg.group_size, **kw)
         result["rewards"][name] = summary(group_gradients(policy, ro, cond, uncond, ga.advantages, cfg.group_size),
                                           batches)
         result["rewards"][name]["informative_groups"] = int((ga.group_std > 0).sum())
