@@ -27,6 +27,7 @@ from vidtune.math.advantages import group_advantages
 from vidtune.math.grpo_loss import grpo_objective
 from vidtune.math.noise_scale import gradient_noise_scale, signal_fraction
 from vidtune.models.tiny import load_tiny
+from vidtune.rewards.base import build_reward
 from vidtune.rewards.verifier import ShapeWorldVerifier
 from vidtune.sampling.rollout import transition_eval
 from vidtune.stages.grpo import do_rollout, prompt_pool, rollout_spec
@@ -70,8 +71,9 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=64, help="groups in the rollout batch (≥ 3)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", nargs="*", default=[], help="recipe overrides (e.g. grpo.rollout.eta=0.7)")
-    ap.add_argument("--advantages", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
-                    help="advantage variants to measure (each costs one backward pass over the batch)")
+    ap.add_argument("--advantages", nargs="*", default=list(VARIANTS),
+                    help="advantage variants to measure, or registered reward names (e.g. scorer); each costs one "
+                    "backward pass over the batch")
     ap.add_argument("--out", default="benchmarks/results/grpo_noise_scale.json")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -83,15 +85,18 @@ def main() -> None:
     ro, cond, uncond = do_rollout(policy, prompts, cfg.group_size, rollout_spec(cfg), seed=args.seed)
     videos = policy.decode(ro.final).cpu()
     rewards = ShapeWorldVerifier()(videos, ro.prompts).scores
-    controls = {"coin_flip": torch.bernoulli(torch.full_like(rewards, 0.5),
-                                             generator=torch.Generator().manual_seed(args.seed)),
-                "brightness": videos.flatten(1).mean(1).double()}
+    controls = {"coin_flip": lambda: torch.bernoulli(torch.full_like(rewards, 0.5),
+                                                     generator=torch.Generator().manual_seed(args.seed)),
+                "brightness": lambda: videos.flatten(1).mean(1).double()}
     batches = (cfg.prompts_per_iter, 4, 16, 64, 256, 1024)
     result = {"model": args.model, "overrides": args.set, "groups": args.prompts, "group_size": cfg.group_size,
               "seed": args.seed, "reward_mean": float(rewards.mean()), "rewards": {}}
     for name in args.advantages:
-        r = controls.get(name, rewards)
-        kw = {"mode": cfg.advantage, "std_floor": cfg.std_floor, **VARIANTS[name]}
+        if name in VARIANTS:
+            r = controls[name]() if name in controls else rewards
+        else:  # another registered reward on the same clips
+            r = build_reward(name)(videos, ro.prompts).scores.double()
+        kw = {"mode": cfg.advantage, "std_floor": cfg.std_floor, **VARIANTS.get(name, {})}
         ga = group_advantages(r, cfg.group_size, **kw)
         result["rewards"][name] = summary(group_gradients(policy, ro, cond, uncond, ga.advantages, cfg.group_size),
                                           batches)
