@@ -57,12 +57,22 @@ def group_gradients(policy, ro, cond, uncond, adv: torch.Tensor, group: int) -> 
     return torch.stack(out)
 
 
-def summary(grads: torch.Tensor, batches: tuple[int, ...]) -> dict:
+def summary(grads: torch.Tensor, batches: tuple[int, ...], tensors: dict[str, int], top: int = 5) -> dict:
+    """The whole gradient's noise scale, and the ``top`` parameter tensors by the z-score |G|²/se of their own
+    (Adam steps each coordinate by its own signal-to-noise, so a signal confined to a few tensors matters)."""
     ns = gradient_noise_scale(grads)
     b_simple = ns.trace_cov / ns.signal_sq if ns.signal_sq > 0 else float("inf")
+    per, start = {}, 0
+    for name, size in tensors.items():
+        t = gradient_noise_scale(grads[:, start: start + size])
+        start += size
+        per[name] = {"z": t.signal_sq / t.signal_sq_se if t.signal_sq_se > 0 else 0.0, "signal_sq": t.signal_sq,
+                     "trace_cov": t.trace_cov, "params": size}
+    best = sorted(per, key=lambda k: -per[k]["z"])[:top]
     return {"signal_sq": ns.signal_sq, "signal_sq_se": ns.signal_sq_se, "trace_cov": ns.trace_cov, "groups": ns.n,
             "b_simple_groups": b_simple,
-            "signal_fraction": {str(b): signal_fraction(ns.signal_sq, ns.trace_cov, b) for b in batches}}
+            "signal_fraction": {str(b): signal_fraction(ns.signal_sq, ns.trace_cov, b) for b in batches},
+            "top_tensors": {k: per[k] for k in best}}
 
 
 def main() -> None:
@@ -88,6 +98,7 @@ def main() -> None:
     controls = {"coin_flip": lambda: torch.bernoulli(torch.full_like(rewards, 0.5),
                                                      generator=torch.Generator().manual_seed(args.seed)),
                 "brightness": lambda: videos.flatten(1).mean(1).double()}
+    tensors = {n: p.numel() for n, p in policy.named_parameters() if p.requires_grad}  # group_gradients' order
     batches = (cfg.prompts_per_iter, 4, 16, 64, 256, 1024)
     result = {"model": args.model, "overrides": args.set, "groups": args.prompts, "group_size": cfg.group_size,
               "seed": args.seed, "reward_mean": float(rewards.mean()), "rewards": {}}
@@ -99,7 +110,7 @@ def main() -> None:
         kw = {"mode": cfg.advantage, "std_floor": cfg.std_floor, **VARIANTS.get(name, {})}
         ga = group_advantages(r, cfg.group_size, **kw)
         result["rewards"][name] = summary(group_gradients(policy, ro, cond, uncond, ga.advantages, cfg.group_size),
-                                          batches)
+                                          batches, tensors)
         result["rewards"][name]["informative_groups"] = int((ga.group_std > 0).sum())
         print(name, json.dumps(result["rewards"][name], indent=1))
     result["seconds"] = time.time() - t0
