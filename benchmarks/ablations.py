@@ -83,6 +83,8 @@ VARIANTS = {
         # a run's change is the random walk of the update rather than the reward?
         "grpo_pure_noise": [PURE_NOISE_HEAD],
         "grpo_p16_pure_noise": ["grpo.prompts_per_iter=16", PURE_NOISE_HEAD],  # the control at grpo_p16's batch
+        # the dense verifier (rewards/soft_verifier.py) as the training reward; evaluation keeps the pass/fail one
+        "grpo_soft": ["grpo.reward.heads=[{reward: soft_verifier}]"],
     },
     # pair sources (ALGORITHMS.md §8.2); the thresholds are set for every variant with --set (see docs/results.md)
     "dpo": {

@@ -59,7 +59,7 @@ def register(name: str):
     return deco
 
 
-BUILTIN_MODULES = ("verifier", "temporal", "perceptual", "safety", "scorer", "noisy", "vlm_judge",
+BUILTIN_MODULES = ("verifier", "soft_verifier", "temporal", "perceptual", "safety", "scorer", "noisy", "vlm_judge",
                    "dino_features", "clip_scorer")  # the last three import transformers only to build a model
 
 

@@ -142,6 +142,18 @@ def background_flow(flow: np.ndarray, palette_px: np.ndarray) -> np.ndarray:
                      for t in range(len(flow))])
 
 
+def segment_displacements(comps: list[list[dict]], bg_flow: np.ndarray, present: np.ndarray,
+                          n_segments: int) -> list[np.ndarray] | None:
+    """World displacement per transition [n, 2] of each motion segment (screen motion of the objects' area-weighted
+    centroid minus the background flow); None unless an object is present in every frame."""
+    if not present.all():
+        return None
+    cents = np.stack([np.average([c["centroid"] for c in cs], axis=0, weights=[c["area"] for c in cs])
+                      for cs in comps])
+    disp = np.diff(cents, axis=0) - bg_flow
+    return [disp[list(seg)] for seg in segment_transitions(n_segments, len(cents))]
+
+
 def camera_of(bg_flow: np.ndarray, scale: float) -> str:
     """Median background flow per transition [n, 2] → camera pan (background moves opposite to the camera)."""
     m = bg_flow.mean(0)
@@ -200,7 +212,9 @@ class ShapeWorldVerifier:
         all_obj = obj_mask.any()
         n_palette = np.bincount(labels[palette_px].ravel(), minlength=len(COLOUR_NAMES))
         atoms["colour"] = bool(all_obj and n_palette.argmax() == target and n_palette[target] >= 0.8 * n_palette.sum())
-        observed: dict = {"stray_frac": stray_frac.round(3).tolist(), "roughness": rough.round(4).tolist()}
+        observed: dict = {"stray_frac": stray_frac.round(3).tolist(), "roughness": rough.round(4).tolist(),
+                          "present": float(present.mean()),
+                          "colour_share": float(n_palette[target] / n_palette.sum()) if all_obj else 0.0}
 
         if scene.pour:
             dys = [vertical_shift(obj_mask[t], obj_mask[t + 1], int(round(bg_flow[t, 0])), int(6 * scale))
@@ -218,18 +232,22 @@ class ShapeWorldVerifier:
             if scene.size is not None:
                 sizes = [size_of(c, scene.shape, scale) for c in every]  # shape given: count the area as that shape
                 atoms["size"] = bool(sizes) and max(set(sizes), key=sizes.count) == scene.size
+                observed["sizes"] = {z: sizes.count(z) for z in set(sizes)}
             if scene.count is not None:
                 counts = [len(cs) for cs in comps]
                 atoms["count"] = int(np.median(counts)) == scene.count
                 observed["count"] = counts
             if scene.motions:
-                got = self._motions(comps, bg_flow, present, len(scene.motions), scale)
+                disps = segment_displacements(comps, bg_flow, present, len(scene.motions))
+                got = None if disps is None else [classify_motion(d, scale) for d in disps]
                 observed["motions"] = got
+                observed["segment_disp"] = None if disps is None else [d.sum(0).tolist() for d in disps]
                 atoms["motion"] = got is not None and sorted(got) == sorted(scene.motions)
                 if len(scene.motions) > 1:
                     atoms["order"] = got is not None and tuple(got) == tuple(scene.motions)
         if scene.camera is not None:
             observed["camera"] = camera_of(bg_flow, scale)
+            observed["camera_flow"] = bg_flow.mean(0).tolist()
             atoms["camera"] = observed["camera"] == scene.camera
 
         vals = np.array(list(atoms.values()), dtype=float)
@@ -240,15 +258,6 @@ class ShapeWorldVerifier:
         if not atoms["existence"]:
             error_map[~present] = 1.0
         return Verdict(score, atoms, clean, error_map, observed)
-
-    @staticmethod
-    def _motions(comps, bg_flow, present, n_segments, scale) -> list[str] | None:
-        if not present.all():
-            return None
-        cents = np.stack([np.average([c["centroid"] for c in cs], axis=0, weights=[c["area"] for c in cs])
-                          for cs in comps])
-        disp = np.diff(cents, axis=0) - bg_flow  # world motion = screen motion − background flow
-        return [classify_motion(disp[list(seg)], scale) for seg in segment_transitions(n_segments, len(cents))]
 
     # ------------------------------------------------------------------------------------------ batch
     def __call__(self, videos: torch.Tensor, prompts: list[str], **context) -> RewardOutput:

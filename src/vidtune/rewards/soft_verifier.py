@@ -1,0 +1,108 @@
+"""A dense variant of the ShapeWorld verifier, for training: every atom it can grade continuously becomes a share or
+a progress in [0, 1] instead of a pass/fail, so that two rollouts which both fail (or both pass) an atom still get
+different rewards when one is closer. The pass/fail verifier stays the judge of evaluation.
+
+Why (benchmarks/grpo_noise_scale.py, docs/results.md "Session 8"): with the pass/fail score, the GRPO gradient's
+mean over 128 groups is not distinguishable from 0, while a dense reward (the clip's brightness) shows its signal
+at z ≈ 8 on the same rollouts.
+
+Soft atoms, from the verifier's own measurements (``Verdict.observed``; s = frame size / 32, v = MOVE_SPEED·s,
+c = CAMERA_SPEED·s, n = transitions of a motion segment, D = its world displacement, u_d = the unit vector of a
+direction, image y pointing down):
+
+    existence  share of frames with an object         colour  target share of the palette pixels
+    shape      share of components of the asked shape  size    share of components of the asked size
+    count      share of frames with the asked count
+    motion     mean over segments of: left/right/up/down/fall  clip(D·u_d / (n·v), 0, 1);
+               still  ramp(|D| / (n·v), 1/6, 1/2);  bounce  the pass/fail atom
+    camera     pan d: clip(−F·u_d / c, 0, 1) with F the mean background flow (it moves against the camera);
+               static  ramp(|F| / c, 0.2, 0.6)
+    order, pour  the pass/fail atoms (order is also graded by motion, which pairs segments in sequence)
+
+    score = clean · mean(soft atoms)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vidtune.rewards.base import register
+from vidtune.rewards.verifier import ShapeWorldVerifier, ramp
+from vidtune.types import RewardOutput
+from vidtune.world.grammar import Scene, parse
+from vidtune.world.render import CAMERA_SPEED, MOVE_SPEED
+
+DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0), "fall": (0.0, 1.0)}
+
+
+def share(counts: dict[str, int] | None, wanted: str) -> float:
+    """counts[wanted] / Σ counts (0 for no counts)."""
+    total = sum((counts or {}).values())
+    return counts.get(wanted, 0) / total if total else 0.0
+
+
+def segment_progress(motion: str, disp: np.ndarray, n: int, scale: float, passed: bool) -> float:
+    """Soft grade of one motion segment: its world displacement ``disp`` [2] over ``n`` transitions (module
+    docstring); ``passed`` is the pass/fail atom, used for bounce."""
+    speed = MOVE_SPEED * scale * n
+    if motion in DIRECTIONS:
+        return float(np.clip(np.dot(disp, DIRECTIONS[motion]) / speed, 0.0, 1.0))
+    if motion == "still":
+        return float(ramp(np.linalg.norm(disp) / speed, 1 / 6, 1 / 2))
+    return float(passed)
+
+
+def camera_progress(camera: str, flow: np.ndarray, scale: float) -> float:
+    """Soft grade of the camera atom from the mean background flow ``flow`` [2] per transition."""
+    c = CAMERA_SPEED * scale
+    if camera == "static":
+        return float(ramp(np.linalg.norm(flow) / c, 0.2, 0.6))
+    return float(np.clip(-np.dot(flow, DIRECTIONS[camera]) / c, 0.0, 1.0))
+
+
+def soft_atoms(scene: Scene, atoms: dict[str, bool], observed: dict, frames: int, scale: float) -> dict[str, float]:
+    """The soft atoms (module docstring) of one clip judged by the verifier as ``atoms`` / ``observed``."""
+    out = {"existence": observed["present"], "colour": observed["colour_share"]}
+    if "shape" in atoms:
+        out["shape"] = share(observed.get("shapes"), scene.shape)
+    if "size" in atoms:
+        out["size"] = share(observed.get("sizes"), scene.size)
+    if "count" in atoms:
+        out["count"] = float(np.mean([c == scene.count for c in observed["count"]]))
+    if "motion" in atoms:
+        disps = observed.get("segment_disp")
+        n = (frames - 1) / len(scene.motions)
+        out["motion"] = 0.0 if disps is None else float(np.mean(
+            [segment_progress(m, np.asarray(d), n, scale, atoms["motion"]) for m, d in zip(scene.motions, disps)]))
+    if "camera" in atoms:
+        out["camera"] = camera_progress(scene.camera, np.asarray(observed["camera_flow"]), scale)
+    for a in ("order", "pour"):
+        if a in atoms:
+            out[a] = float(atoms[a])
+    return out
+
+
+@register("soft_verifier")
+class SoftVerifier:
+    """clean · mean(soft atoms) in [0, 1]; components are the soft atoms (NaN = not checked)."""
+
+    name = "soft_verifier"
+    range = (0.0, 1.0)
+
+    def __init__(self):
+        self.verifier = ShapeWorldVerifier()
+
+    def __call__(self, videos: torch.Tensor, prompts: list[str], **context) -> RewardOutput:
+        hard = self.verifier(videos, prompts)
+        frames, scale = videos.shape[1], videos.shape[-2] / 32.0
+        scores = torch.full((len(prompts),), float("nan"))
+        comps: dict[str, torch.Tensor] = {}
+        for i, (prompt, d) in enumerate(zip(prompts, hard.details)):
+            if "atoms" not in d:  # invalid clip: NaN, as the verifier
+                continue
+            soft = soft_atoms(parse(prompt), d["atoms"], d, frames, scale)
+            scores[i] = d["clean"] * float(np.mean(list(soft.values())))
+            for a, val in soft.items():
+                comps.setdefault(a, torch.full((len(prompts),), float("nan")))[i] = val
+        return RewardOutput(scores=scores, components=comps, details=hard.details)
