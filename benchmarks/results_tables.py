@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
+
+from vidtune.math.intervals import seed_interval
 
 ATOMS = ["verifier", "atom/motion", "atom/camera", "atom/order", "atom/colour", "atom/shape", "atom/count",
          "clean", "structure_psi"]
 DPO_KEYS = ["verifier", "critic/freeze", "critic/gravity", "vbench/motion_smoothness", "vbench/dynamic_degree",
             "clean"]
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447}
 
 
 def fmt(row: dict, key: str, slice_: str = "heldout") -> str:
@@ -48,11 +48,8 @@ def seed_cell(values: list[float]) -> str:
     """mean ± t·s/√n over seeds ("mean" alone for one seed)."""
     if not values:
         return "–"
-    m = statistics.mean(values)
-    if len(values) < 2:
-        return f"{m:.3f}"
-    half = T975[len(values) - 1] * statistics.stdev(values) / len(values) ** 0.5
-    return f"{m:.3f} ± {half:.3f}"
+    r = seed_interval(values)
+    return f"{r.mean:.3f}" if r.n < 2 else f"{r.mean:.3f} ± {r.high - r.mean:.3f}"
 
 
 def metric(row: dict, key: str, slice_: str) -> float | None:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vidtune.math.intervals import mean_interval, paired_prompt_difference
+from vidtune.math.intervals import mean_interval, paired_prompt_difference, seed_interval
 
 
 def test_mean_interval_by_hand():
@@ -36,3 +36,11 @@ def test_paired_prompt_difference_skips_undefined_clips():
     b = torch.zeros(6)
     r = paired_prompt_difference(a, b, k=2)
     assert (r.mean, r.n) == (2.0, 2)
+
+
+def test_seed_interval_by_hand():
+    """Seeds 1, 2, 3: mean 2, s = 1, half-width t_{0.975, 2}·1/√3 = 4.303/√3 = 2.4843."""
+    r = seed_interval([1.0, 2.0, 3.0])
+    assert (r.mean, r.n) == (2.0, 3)
+    assert r.high - r.mean == pytest.approx(4.303 / math.sqrt(3))
+    assert seed_interval([0.5]).low == 0.5
