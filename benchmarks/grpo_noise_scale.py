@@ -8,9 +8,12 @@ tr Σ, and the batch (in groups) at which a step's gradient is half signal, B_si
 rollouts with coin-flip rewards (0/1) are the null: their |G|² must be 0 within its standard error; the clip's mean
 brightness, a reward GRPO demonstrably raises, is the positive control. B_simple does
 not depend on the advantages' scale, so the advantage variants (z-score, a std floor that zeroes near-tied groups,
-the mean baseline) are compared on the same rollouts.
+the mean baseline) are compared on the same rollouts. When a prompt has several groups (more groups than the prompt
+pool), the products of their gradients estimate the signal one prompt's groups agree on, E_p|G_p|², which bounds
+|G|² from above: a large E_p|G_p|² with a small |G|² means prompts that need different changes.
 
-    .venv/bin/python benchmarks/grpo_noise_scale.py runs/shapeworld_s6/sft/model --prompts 64
+    .venv/bin/python benchmarks/grpo_noise_scale.py runs/shapeworld_s6/sft/model --prompts 128 \
+        --advantages verifier coin_flip brightness --set grpo.micro_batch=128 grpo.prompt_pool=32
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 from vidtune.config import load_recipe
 from vidtune.math.advantages import group_advantages
 from vidtune.math.grpo_loss import grpo_objective
-from vidtune.math.noise_scale import gradient_noise_scale, signal_fraction
+from vidtune.math.noise_scale import gradient_noise_scale, same_prompt_signal, signal_fraction
 from vidtune.models.tiny import load_tiny
 from vidtune.rewards.base import build_reward
 from vidtune.rewards.verifier import ShapeWorldVerifier
@@ -57,10 +60,14 @@ def group_gradients(policy, ro, cond, uncond, adv: torch.Tensor, group: int) -> 
     return torch.stack(out)
 
 
-def summary(grads: torch.Tensor, batches: tuple[int, ...], tensors: dict[str, int], top: int = 5) -> dict:
-    """The whole gradient's noise scale, and the ``top`` parameter tensors by the z-score |G|²/se of their own
-    (Adam steps each coordinate by its own signal-to-noise, so a signal confined to a few tensors matters)."""
+def summary(grads: torch.Tensor, batches: tuple[int, ...], tensors: dict[str, int], prompt_ids: torch.Tensor,
+            top: int = 5) -> dict:
+    """The whole gradient's noise scale; the signal two groups of the same prompt agree on (E_p|G_p|², whose
+    excess over |G|² is prompts pulling in different directions); and the ``top`` parameter tensors by the
+    z-score |G|²/se of their own (Adam steps each coordinate by its own signal-to-noise, so a signal confined to a
+    few tensors matters)."""
     ns = gradient_noise_scale(grads)
+    same, same_se, pairs = same_prompt_signal(grads, prompt_ids)
     b_simple = ns.trace_cov / ns.signal_sq if ns.signal_sq > 0 else float("inf")
     per, start = {}, 0
     for name, size in tensors.items():
@@ -71,6 +78,7 @@ def summary(grads: torch.Tensor, batches: tuple[int, ...], tensors: dict[str, in
     best = sorted(per, key=lambda k: -per[k]["z"])[:top]
     return {"signal_sq": ns.signal_sq, "signal_sq_se": ns.signal_sq_se, "trace_cov": ns.trace_cov, "groups": ns.n,
             "b_simple_groups": b_simple,
+            "same_prompt_signal_sq": same, "same_prompt_signal_sq_se": same_se, "same_prompt_pairs": pairs,
             "signal_fraction": {str(b): signal_fraction(ns.signal_sq, ns.trace_cov, b) for b in batches},
             "top_tensors": {k: per[k] for k in best}}
 
@@ -78,7 +86,9 @@ def summary(grads: torch.Tensor, batches: tuple[int, ...], tensors: dict[str, in
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
-    ap.add_argument("--prompts", type=int, default=64, help="groups in the rollout batch (≥ 3)")
+    ap.add_argument("--prompts", type=int, default=128,
+                    help="groups in the rollout batch; more than the prompt pool (64) repeats prompts, which the "
+                    "same-prompt signal needs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", nargs="*", default=[], help="recipe overrides (e.g. grpo.rollout.eta=0.7)")
     ap.add_argument("--advantages", nargs="*", default=list(VARIANTS),
@@ -91,7 +101,8 @@ def main() -> None:
     recipe = load_recipe(None, args.set)
     cfg, policy = recipe.grpo, load_tiny(args.model)
     pool = prompt_pool(recipe).prompts
-    prompts = [pool[i % len(pool)] for i in range(args.prompts)]
+    prompts = [pool[i % len(pool)] for i in range(args.prompts)]  # > len(pool) groups: some prompts twice
+    prompt_ids = torch.tensor([i % len(pool) for i in range(args.prompts)])
     ro, cond, uncond = do_rollout(policy, prompts, cfg.group_size, rollout_spec(cfg), seed=args.seed)
     videos = policy.decode(ro.final).cpu()
     rewards = ShapeWorldVerifier()(videos, ro.prompts).scores
@@ -110,7 +121,7 @@ def main() -> None:
         kw = {"mode": cfg.advantage, "std_floor": cfg.std_floor, **VARIANTS.get(name, {})}
         ga = group_advantages(r, cfg.group_size, **kw)
         result["rewards"][name] = summary(group_gradients(policy, ro, cond, uncond, ga.advantages, cfg.group_size),
-                                          batches, tensors)
+                                          batches, tensors, prompt_ids)
         result["rewards"][name]["informative_groups"] = int((ga.group_std > 0).sum())
         print(name, json.dumps(result["rewards"][name], indent=1))
     result["seconds"] = time.time() - t0

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vidtune.math.noise_scale import gradient_noise_scale, signal_fraction
+from vidtune.math.noise_scale import gradient_noise_scale, same_prompt_signal, signal_fraction
 
 
 def test_noise_scale_by_hand():
@@ -42,3 +42,14 @@ def test_signal_fraction_by_hand():
     assert signal_fraction(-0.1, 4.0, 12) == 0.0
     with pytest.raises(ValueError, match="n ≥ 3"):
         gradient_noise_scale(torch.ones(2, 5))
+
+
+def test_same_prompt_signal_by_hand():
+    """ids 0, 1, 0, 1: pairs (0, 2) with product 1·3 = 3 and (1, 3) with 2·(−1) = −2; mean 0.5, s = √12.5,
+    se = s/√2 = 2.5. Units of different prompts never pair."""
+    g = torch.tensor([[1.0], [2.0], [3.0], [-1.0]])
+    mean, se, n = same_prompt_signal(g, torch.tensor([0, 1, 0, 1]))
+    assert (mean, n) == (0.5, 2)
+    assert se == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="2 same-id pairs"):
+        same_prompt_signal(g, torch.tensor([0, 1, 2, 0]))

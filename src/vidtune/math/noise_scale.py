@@ -49,3 +49,16 @@ def signal_fraction(signal_sq: float, trace_cov: float, batch: float) -> float:
     if signal_sq <= 0:
         return 0.0
     return signal_sq / (signal_sq + trace_cov / batch)
+
+
+def same_prompt_signal(grads: Tensor, ids: Tensor) -> tuple[float, float, int]:
+    """Mean of g_i·g_j over the pairs i < j of units with the same ``ids`` (e.g. two groups of one prompt drawn
+    with different noise), its standard error over those pairs, and their number. Each product is unbiased for the
+    squared norm |G_p|² of that prompt's own mean gradient, so the mean estimates E_p|G_p|²: the signal a prompt's
+    groups agree on, before prompts with different needs are averaged into G (|G|² ≤ E_p|G_p|²)."""
+    g = grads.double()
+    products = [float(g[i] @ g[j]) for i in range(len(ids)) for j in range(i + 1, len(ids)) if ids[i] == ids[j]]
+    if len(products) < 2:
+        raise ValueError(f"need at least 2 same-id pairs, got {len(products)}")
+    p = torch.tensor(products, dtype=torch.float64)
+    return float(p.mean()), float(p.std(unbiased=True)) / math.sqrt(len(p)), len(p)
