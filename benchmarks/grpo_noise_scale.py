@@ -67,7 +67,7 @@ def summary(grads: torch.Tensor, batches: tuple[int, ...], tensors: dict[str, in
     z-score |G|²/se of their own (Adam steps each coordinate by its own signal-to-noise, so a signal confined to a
     few tensors matters)."""
     ns = gradient_noise_scale(grads)
-    same, same_se, pairs = same_prompt_signal(grads, prompt_ids)
+    same, same_se, n_prompts = same_prompt_signal(grads, prompt_ids)
     b_simple = ns.trace_cov / ns.signal_sq if ns.signal_sq > 0 else float("inf")
     per, start = {}, 0
     for name, size in tensors.items():
@@ -78,7 +78,7 @@ def summary(grads: torch.Tensor, batches: tuple[int, ...], tensors: dict[str, in
     best = sorted(per, key=lambda k: -per[k]["z"])[:top]
     return {"signal_sq": ns.signal_sq, "signal_sq_se": ns.signal_sq_se, "trace_cov": ns.trace_cov, "groups": ns.n,
             "b_simple_groups": b_simple,
-            "same_prompt_signal_sq": same, "same_prompt_signal_sq_se": same_se, "same_prompt_pairs": pairs,
+            "same_prompt_signal_sq": same, "same_prompt_signal_sq_se": same_se, "same_prompt_prompts": n_prompts,
             "signal_fraction": {str(b): signal_fraction(ns.signal_sq, ns.trace_cov, b) for b in batches},
             "top_tensors": {k: per[k] for k in best}}
 

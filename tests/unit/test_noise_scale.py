@@ -45,11 +45,16 @@ def test_signal_fraction_by_hand():
 
 
 def test_same_prompt_signal_by_hand():
-    """ids 0, 1, 0, 1: pairs (0, 2) with product 1·3 = 3 and (1, 3) with 2·(−1) = −2; mean 0.5, s = √12.5,
-    se = s/√2 = 2.5. Units of different prompts never pair."""
+    """ids 0, 1, 0, 1: prompt 0's pair gives 1·3 = 3, prompt 1's 2·(−1) = −2; mean 0.5, se = std(3, −2)/√2 = 2.5.
+    ids 0, 0, 0, 1, 1 with g = 1, 2, 3, 1, 1: prompt 0 averages its three pairs (2 + 3 + 6)/3 = 11/3, prompt 1 has
+    1; mean 7/3, se = (8/3)/√2/√2 = 4/3. Units of different prompts never pair; an id with one unit is unused."""
     g = torch.tensor([[1.0], [2.0], [3.0], [-1.0]])
     mean, se, n = same_prompt_signal(g, torch.tensor([0, 1, 0, 1]))
     assert (mean, n) == (0.5, 2)
     assert se == pytest.approx(2.5)
-    with pytest.raises(ValueError, match="2 same-id pairs"):
+    mean, se, n = same_prompt_signal(torch.tensor([[1.0], [2.0], [3.0], [1.0], [1.0], [9.0]]),
+                                     torch.tensor([0, 0, 0, 1, 1, 2]))
+    assert (mean, n) == (pytest.approx(7 / 3), 2)
+    assert se == pytest.approx(4 / 3)
+    with pytest.raises(ValueError, match="2 ids"):
         same_prompt_signal(g, torch.tensor([0, 1, 2, 0]))

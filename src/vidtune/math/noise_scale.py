@@ -52,13 +52,19 @@ def signal_fraction(signal_sq: float, trace_cov: float, batch: float) -> float:
 
 
 def same_prompt_signal(grads: Tensor, ids: Tensor) -> tuple[float, float, int]:
-    """Mean of g_i·g_j over the pairs i < j of units with the same ``ids`` (e.g. two groups of one prompt drawn
-    with different noise), its standard error over those pairs, and their number. Each product is unbiased for the
-    squared norm |G_p|² of that prompt's own mean gradient, so the mean estimates E_p|G_p|²: the signal a prompt's
-    groups agree on, before prompts with different needs are averaged into G (|G|² ≤ E_p|G_p|²)."""
+    """E_p|G_p|²: the mean over ids p (prompts with ≥ 2 units, e.g. groups drawn with different noise) of the mean
+    of g_i·g_j over that id's pairs i < j, each product being unbiased for the squared norm |G_p|² of the prompt's
+    own mean gradient; its standard error over the ids (pairs of one id share units, ids are independent); and the
+    number of ids used. It is the signal a prompt's groups agree on before prompts with different needs are averaged
+    into G (|G|² ≤ E_p|G_p|²)."""
     g = grads.double()
-    products = [float(g[i] @ g[j]) for i in range(len(ids)) for j in range(i + 1, len(ids)) if ids[i] == ids[j]]
-    if len(products) < 2:
-        raise ValueError(f"need at least 2 same-id pairs, got {len(products)}")
-    p = torch.tensor(products, dtype=torch.float64)
-    return float(p.mean()), float(p.std(unbiased=True)) / math.sqrt(len(p)), len(p)
+    per_id = []
+    for p in ids.unique():
+        rows = torch.nonzero(ids == p).flatten()
+        if len(rows) >= 2:
+            gram = g[rows] @ g[rows].T
+            per_id.append(float(gram.triu(1).sum()) / (len(rows) * (len(rows) - 1) / 2))
+    if len(per_id) < 2:
+        raise ValueError(f"need at least 2 ids with 2 or more units, got {len(per_id)}")
+    v = torch.tensor(per_id, dtype=torch.float64)
+    return float(v.mean()), float(v.std(unbiased=True)) / math.sqrt(len(v)), len(v)
