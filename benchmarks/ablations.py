@@ -82,7 +82,6 @@ VARIANTS = {
         # control: advantages from a coin flip (verifier + N(0, 10²) clamped to [0, 1] on every prompt): how much of
         # a run's change is the random walk of the update rather than the reward?
         "grpo_pure_noise": [PURE_NOISE_HEAD],
-        "grpo_p16_pure_noise": ["grpo.prompts_per_iter=16", PURE_NOISE_HEAD],  # the control at grpo_p16's batch
         # the dense verifier (rewards/soft_verifier.py) as the training reward; evaluation keeps the pass/fail one
         "grpo_soft": ["grpo.reward.heads=[{reward: soft_verifier}]"],
     },
