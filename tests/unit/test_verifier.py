@@ -8,7 +8,7 @@ import torch
 
 from vidtune.errors import VidtuneError
 from vidtune.rewards.base import build_reward
-from vidtune.rewards.verifier import ShapeWorldVerifier
+from vidtune.rewards.verifier import ShapeWorldVerifier, is_unique_mode
 from vidtune.world.corrupt import CORRUPTIBLE, corrupt
 from vidtune.world.dataset import examples, to_tensor
 from vidtune.config import WorldConfig
@@ -78,3 +78,13 @@ def test_bad_inputs_are_named(gt):
         judge(v, ["a red circle"] * 2)
     with pytest.raises(VidtuneError, match="unknown reward 'verifer'.*did you mean 'verifier'"):
         build_reward("verifer")
+
+
+def test_shape_and_size_need_a_unique_mode():
+    """The asked value must be strictly the most frequent; a tie fails whatever the order of the values (the mode
+    of a tie taken over a set depended on the process's string-hash seed)."""
+    assert is_unique_mode(["circle", "circle", "irregular"], "circle")
+    assert not is_unique_mode(["circle", "irregular"], "circle")
+    assert not is_unique_mode(["irregular", "circle"], "circle")
+    assert not is_unique_mode([], "circle")
+    assert not is_unique_mode(["square", "square", "circle"], "circle")

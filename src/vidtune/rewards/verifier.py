@@ -16,6 +16,7 @@ palette pixels (1) and the objects' pixels weighted by the share of failed objec
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import cv2
@@ -86,6 +87,14 @@ def shape_of(comp: dict) -> str:
     if top == 0 and bottom == 0 and 0.6 <= fill <= 0.97:
         return "circle"
     return "irregular"
+
+
+def is_unique_mode(values: list[str], wanted: str) -> bool:
+    """Whether ``wanted`` is strictly the most frequent of ``values``. A tie fails: the clip is as much something
+    else (and the mode of a tie, taken over a set, would depend on the process's string-hash seed, so the same clip
+    could pass in one process and fail in the next)."""
+    counts = Counter(values)
+    return counts[wanted] > 0 and all(counts[wanted] > c for v, c in counts.items() if v != wanted)
 
 
 def size_of(comp: dict, shape: str, scale: float) -> str:
@@ -227,11 +236,11 @@ class ShapeWorldVerifier:
             every = [c for cs in comps for c in cs]
             if scene.shape is not None:
                 shapes = [shape_of(c) for c in every]
-                atoms["shape"] = bool(shapes) and max(set(shapes), key=shapes.count) == scene.shape
+                atoms["shape"] = is_unique_mode(shapes, scene.shape)
                 observed["shapes"] = {s: shapes.count(s) for s in set(shapes)}
             if scene.size is not None:
                 sizes = [size_of(c, scene.shape, scale) for c in every]  # shape given: count the area as that shape
-                atoms["size"] = bool(sizes) and max(set(sizes), key=sizes.count) == scene.size
+                atoms["size"] = is_unique_mode(sizes, scene.size)
                 observed["sizes"] = {z: sizes.count(z) for z in set(sizes)}
             if scene.count is not None:
                 counts = [len(cs) for cs in comps]
