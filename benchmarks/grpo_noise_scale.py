@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from rich.progress import track
 
 from vidtune.config import load_recipe
 from vidtune.math.advantages import group_advantages
@@ -43,11 +44,11 @@ VARIANTS = {"verifier": {}, "verifier_std_floor": {"std_floor": 0.05},
             "verifier_mean_baseline": {"mode": "mean_baseline"}, "coin_flip": {}, "brightness": {}}
 
 
-def group_gradients(policy, ro, cond, uncond, adv: torch.Tensor, group: int) -> torch.Tensor:
+def group_gradients(policy, ro, cond, uncond, adv: torch.Tensor, group: int, label: str) -> torch.Tensor:
     """[P, n_params] gradient of the on-policy GRPO loss of each group alone (normalised by its G samples)."""
     params = [p for p in policy.parameters() if p.requires_grad]
     n_cols, out = ro.train_steps.shape[1], []
-    for start in range(0, adv.shape[0], group):
+    for start in track(range(0, adv.shape[0], group), description=f"{label}: per-group gradients"):
         rows = torch.arange(start, start + group)
         for p in params:
             p.grad = None
@@ -67,7 +68,8 @@ def summary(grads: torch.Tensor, batches: tuple[int, ...], tensors: dict[str, in
     z-score |G|²/se of their own (Adam steps each coordinate by its own signal-to-noise, so a signal confined to a
     few tensors matters)."""
     ns = gradient_noise_scale(grads)
-    same, same_se, n_prompts = same_prompt_signal(grads, prompt_ids)
+    repeated = int((prompt_ids.bincount() >= 2).sum())  # prompts with two or more groups
+    same, same_se, n_prompts = same_prompt_signal(grads, prompt_ids) if repeated >= 2 else (None, None, 0)
     b_simple = ns.trace_cov / ns.signal_sq if ns.signal_sq > 0 else float("inf")
     per, start = {}, 0
     for name, size in tensors.items():
@@ -120,8 +122,8 @@ def main() -> None:
             r = build_reward(name)(videos, ro.prompts).scores.double()
         kw = {"mode": cfg.advantage, "std_floor": cfg.std_floor, **VARIANTS.get(name, {})}
         ga = group_advantages(r, cfg.group_size, **kw)
-        result["rewards"][name] = summary(group_gradients(policy, ro, cond, uncond, ga.advantages, cfg.group_size),
-                                          batches, tensors, prompt_ids)
+        grads = group_gradients(policy, ro, cond, uncond, ga.advantages, cfg.group_size, name)
+        result["rewards"][name] = summary(grads, batches, tensors, prompt_ids)
         result["rewards"][name]["informative_groups"] = int((ga.group_std > 0).sum())
         print(name, json.dumps(result["rewards"][name], indent=1))
     result["seconds"] = time.time() - t0
