@@ -36,13 +36,10 @@ T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
 def seed_interval(values: list[float]) -> MeanInterval:
     """Student-t interval over a few training seeds: mean ± t_{0.975, n−1}·s/√n (s: unbiased std, n ≤ 11);
     n = 1 gives a zero-width interval."""
-    v = torch.tensor(values, dtype=torch.float64)
-    n = int(v.numel())
+    n = len(values)
     if not 1 <= n <= max(T975) + 1:
         raise ValueError(f"seed_interval needs 1 to {max(T975) + 1} values, got {n}")
-    m = float(v.mean())
-    half = T975[n - 1] * float(v.std(unbiased=True)) / math.sqrt(n) if n > 1 else 0.0
-    return MeanInterval(m, m - half, m + half, n)
+    return mean_interval(torch.tensor(values, dtype=torch.float64), z=T975.get(n - 1, 0.0))
 
 
 def paired_prompt_difference(a: torch.Tensor, b: torch.Tensor, k: int, z: float = 1.96) -> MeanInterval:

@@ -237,11 +237,11 @@ class ShapeWorldVerifier:
             if scene.shape is not None:
                 shapes = [shape_of(c) for c in every]
                 atoms["shape"] = is_unique_mode(shapes, scene.shape)
-                observed["shapes"] = {s: shapes.count(s) for s in set(shapes)}
+                observed["shapes"] = dict(Counter(shapes))
             if scene.size is not None:
                 sizes = [size_of(c, scene.shape, scale) for c in every]  # shape given: count the area as that shape
                 atoms["size"] = is_unique_mode(sizes, scene.size)
-                observed["sizes"] = {z: sizes.count(z) for z in set(sizes)}
+                observed["sizes"] = dict(Counter(sizes))
             if scene.count is not None:
                 counts = [len(cs) for cs in comps]
                 atoms["count"] = int(np.median(counts)) == scene.count
