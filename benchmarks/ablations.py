@@ -128,6 +128,8 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0], help="run.seed of each repeat")
     ap.add_argument("--set", nargs="*", default=[], help="extra dotted overrides for every variant")
     ap.add_argument("--out", default="benchmarks/results/ablations.jsonl")
+    ap.add_argument("--run-dir", default="/tmp/vidtune_ablations",
+                    help="where the runs go (a finished run there is reused: use a fresh folder per --init)")
     ap.add_argument("--physics", action="store_true", help="also compute physics-slice flow metrics")
     args = ap.parse_args()
     out = Path(args.out)
@@ -140,7 +142,7 @@ def main() -> None:
     for name, variant, overrides in jobs:
         if name in done:  # resumable: a finished (variant, seed) is not run again
             continue
-        recipe = load_recipe(None, [*(overrides or args.set), f"run.name={name}", "run.out_dir=/tmp/vidtune_ablations"])
+        recipe = load_recipe(None, [*(overrides or args.set), f"run.name={name}", f"run.out_dir={args.run_dir}"])
         t0 = time.time()
         model = args.init if overrides is None else train(args.stage, recipe, name, args.init)
         train_s = time.time() - t0
