@@ -49,6 +49,9 @@ VARIANTS = {
         # with gain 30 (Adam moves it ≈ 30·lr per step) so "then" order and the pan clause can be told apart
         "sft_textpos": ["sft.text_pos_gain=30"],
         "sft_textpos300": ["sft.text_pos_gain=300"],  # gain 30 grew the table to std 0.003 (effective 0.09) only
+        # everything that raises what the pan's direction word is worth to the loss: all control clips (70 % pans),
+        # 3× texture, image-to-video only, flow times further toward noise (binds on a 2×4×4 base, not on 8×8)
+        "sft_pan_oracle": ["sft.control_ratio=1.0", "sft.control_contrast=3", "sft.p_i2v=1.0", "sft.t_loc=1.5"],
     },
     "grpo": {
         "start": None,  # the --init checkpoint itself, evaluated by this runner (no GRPO)
