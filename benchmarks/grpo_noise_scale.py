@@ -103,8 +103,8 @@ def main() -> None:
     recipe = load_recipe(None, args.set)
     cfg, policy = recipe.grpo, load_tiny(args.model)
     pool = prompt_pool(recipe).prompts
-    prompts = [pool[i % len(pool)] for i in range(args.prompts)]  # > len(pool) groups: some prompts twice
-    prompt_ids = torch.tensor([i % len(pool) for i in range(args.prompts)])
+    prompt_ids = torch.arange(args.prompts) % len(pool)  # > len(pool) groups: some prompts twice
+    prompts = [pool[i] for i in prompt_ids.tolist()]
     ro, cond, uncond = do_rollout(policy, prompts, cfg.group_size, rollout_spec(cfg), seed=args.seed)
     videos = policy.decode(ro.final).cpu()
     rewards = ShapeWorldVerifier()(videos, ro.prompts).scores
