@@ -63,6 +63,9 @@ class WorldConfig(Section):
     p_loose_motion: float = Field(
         0.5, ge=0, le=1, description="Probability that a loose caption names the first motion verb."
     )
+    p_loose_camera: float = Field(
+        0.0, ge=0, le=1, description="Probability that a loose caption names the camera pan (pretraining)."
+    )
 
 
 class ModelConfig(Section):
@@ -130,6 +133,9 @@ class PretrainConfig(FlowTimes):
     ema: float = Field(0.999, ge=0, lt=1, description="EMA decay of the exported weights.")
     cond_dropout: float = Field(0.1, ge=0, le=1, description="Probability of the empty prompt (for CFG).")
     p_i2v: float = Field(0.25, ge=0, le=1, description="Probability of first-frame conditioning.")
+    pan_contrast: float = Field(
+        1.0, gt=0, le=4, description="Background texture amplitude of camera-pan clips (1 = the world's; larger "
+        "makes the pan visible in the pixels).")
     ckpt_every: int = Field(500, ge=1, description="Checkpoint every N steps (resumable).")
     log_every: int = Field(50, ge=1)
     max_grad_norm: float = Field(1.0, gt=0)

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from vidtune.config import WorldConfig
 from vidtune.errors import VidtuneError
-from vidtune.world.dataset import captions, examples
+from vidtune.world.dataset import captions, examples, with_pan_contrast
+from vidtune.world.corrupt import corrupt
 from vidtune.world.grammar import HELDOUT_COMPOSITIONS, Scene, caption, loose, parse, random_scene, vocabulary
 from vidtune.world.render import PALETTE, InfeasibleScene, render
 
@@ -20,15 +21,19 @@ def test_round_trip_instruction_and_loose_captions():
     for _ in range(2000):
         s = random_scene(rng, heldout=None, p_pour=0.1)
         assert parse(caption(s)) == s, caption(s)
-        lo = loose(s, with_motion=rng.random() < 0.5)
+        lo = loose(s, with_motion=rng.random() < 0.5, with_camera=rng.random() < 0.5)
         assert parse(caption(lo)) == lo, caption(lo)
 
 
 def test_parse_examples_and_errors():
     s = parse("two small red circles move right, then fall, camera pans left")
     assert s == Scene("red", "circle", "small", 2, ("right", "fall"), "left")
-    assert parse("a red circle falls") == Scene("red", "circle", None, 1, ("fall",), None)
-    assert parse("red circles fall") == Scene("red", "circle", None, None, ("fall",), None)
+    assert parse("a red circle falls") == Scene("red", "circle", None, 1, ("fall",), None, loose=True)
+    assert parse("red circles fall") == Scene("red", "circle", None, None, ("fall",), None, loose=True)
+    # a loose caption may name the pan; "a" keeps it loose, "one" makes it an instruction
+    assert parse("a red circle, camera pans up") == Scene("red", "circle", None, 1, None, "up", loose=True)
+    assert caption(parse("a red circle, camera pans up")) == "a red circle, camera pans up"
+    assert parse("one red circle, camera pans up") == Scene("red", "circle", None, 1, None, "up")
     with pytest.raises(VidtuneError, match="does not agree"):
         parse("red circle falls")
     with pytest.raises(VidtuneError, match="'dragon'"):
@@ -127,6 +132,23 @@ def test_heldout_split_never_in_train():
             assert parse(c).count == (1 if e.scene.count == 1 else None) and parse(c).camera is None, c
 
 
+def test_loose_captions_name_the_pan_at_the_requested_rate_without_changing_the_rest():
+    """p_camera = 1 names every pan (never a static camera) and leaves the motion draws of p_camera = 0 as they were;
+    pans get the requested background contrast, static clips keep the world's."""
+    exs = [e for e in examples(400, 1, WorldConfig()) if not e.scene.pour]  # a pour caption is always whole
+    plain, named = captions(exs, "loose", 0, 0.5), captions(exs, "loose", 0, 0.5, p_camera=1.0)
+    pans = [e.scene.camera not in (None, "static") for e in exs]
+    assert 60 < sum(pans) < 140  # p_camera 0.25 of the world
+    for e, p, n, pan in zip(exs, plain, named, pans):
+        assert n == (p + f", camera pans {e.scene.camera}" if pan else p)
+        assert parse(n).camera == (e.scene.camera if pan else None)
+    half = captions(exs, "loose", 0, 0.5, p_camera=0.5)
+    assert 0.3 < sum("camera pans" in c for c in half) / sum(pans) < 0.7
+    contrasted = with_pan_contrast(exs, 3.0)
+    assert [e.contrast for e in contrasted] == [3.0 if pan else 1.0 for pan in pans]
+    assert [e.scene for e in contrasted] == [e.scene for e in exs]
+
+
 def test_infeasible_scene_raises_named_error():
     with pytest.raises(InfeasibleScene):
         for seed in range(200):  # three large objects moving with the camera do not always fit 16 px
@@ -145,3 +167,13 @@ def test_background_contrast_scales_only_the_texture():
     assert np.abs(da).max() > 0.05 and np.allclose(db, 2 * da, atol=1e-5)
     inside = np.all(np.isclose(a.video, np.array(PALETTE["red"], np.float32)), -1)  # fully covered pixels
     assert inside.sum() > 50 and np.array_equal(a.video[inside], b.video[inside])
+
+
+def test_camera_corruption_of_a_loose_scene_names_another_pan():
+    """A loose caption never states a static camera, so the camera negative of "a red circle, camera pans left" is
+    another pan (a static one would caption as "a red circle", which is true of the clip)."""
+    scene = parse("a red circle, camera pans left")
+    rng = random.Random(0)
+    got = {corrupt(scene, "camera", rng).camera for _ in range(200)}
+    assert got == {"right", "up", "down"}
+    assert "static" in {corrupt(parse("one red circle, camera pans left"), "camera", rng).camera for _ in range(200)}

@@ -19,7 +19,7 @@ from vidtune.models.tiny import TinyConfig, TinyVideoPolicy, load_tiny
 from vidtune.progress import make_progress
 from vidtune.stages.fm_step import draw_batch, fm_loss
 from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
-from vidtune.world.dataset import captions, examples, render_bank
+from vidtune.world.dataset import captions, examples, render_bank, with_pan_contrast
 
 
 def build_model(recipe: Recipe) -> TinyVideoPolicy:
@@ -59,9 +59,9 @@ def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
     stage_dir = make_run_dir(Path(run_dir) / "pretrain")
     metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", "pretrain", tensorboard=recipe.run.tensorboard)
 
-    exs = examples(cfg.dataset_size, seed, world, split="train")
+    exs = with_pan_contrast(examples(cfg.dataset_size, seed, world, split="train"), cfg.pan_contrast)
     bank = render_bank(exs, world, progress=progress)
-    texts = captions(exs, "loose", seed, world.p_loose_motion)
+    texts = captions(exs, "loose", seed, world.p_loose_motion, world.p_loose_camera)
 
     model = build_model(recipe).train()
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))

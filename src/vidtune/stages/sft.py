@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,7 +36,7 @@ from vidtune.runtime.distributed import (ForwardWith, World, check_world, reduce
 from vidtune.runtime.fsdp import as_float, export_stage, prepare_training, save_stage_checkpoint
 from vidtune.stages.fm_step import draw_batch, fm_loss
 from vidtune.stages.pretrain import lr_at
-from vidtune.world.dataset import Example, captions, examples, render_bank
+from vidtune.world.dataset import Example, captions, examples, render_bank, with_pan_contrast
 
 
 def sft_examples(recipe: Recipe) -> list[Example]:
@@ -47,8 +46,7 @@ def sft_examples(recipe: Recipe) -> list[Example]:
     cfg, world, seed = recipe.sft, recipe.world, recipe.run.seed
     n_ctrl = round(cfg.dataset_size * cfg.control_ratio)
     control = world.model_copy(update={"p_then": 0.7, "p_camera": 0.7, "p_pour": 0.02})
-    curated = [replace(e, contrast=cfg.control_contrast) if e.scene.camera not in (None, "static") else e
-               for e in examples(n_ctrl, seed + 202, control, "train")]
+    curated = with_pan_contrast(examples(n_ctrl, seed + 202, control, "train"), cfg.control_contrast)
     return examples(cfg.dataset_size - n_ctrl, seed + 101, world, "train") + curated
 
 

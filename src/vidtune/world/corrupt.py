@@ -43,5 +43,9 @@ def corrupt(scene: Scene, atom: str, rng: random.Random, max_count: int = 3) -> 
                 return None
             return replace(scene, motions=tuple(reversed(scene.motions)))
         case "camera":
-            return None if scene.camera is None else replace(scene, camera=other(CAMERAS, scene.camera))
+            if scene.camera is None:
+                return None
+            # a loose caption does not state a static camera, so its camera negative is another pan
+            options = CAMERAS[1:] if scene.loose else CAMERAS
+            return replace(scene, camera=other(options, scene.camera))
     raise ValueError(f"unknown atom {atom!r}")

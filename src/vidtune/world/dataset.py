@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -59,12 +59,21 @@ def render_prompt(prompt: str, seed: int, world: WorldConfig, tries: int = 20) -
     return None
 
 
-def captions(exs: list[Example], style: Literal["loose", "instruction"], seed: int, p_motion: float) -> list[str]:
-    """Captions of a list of examples. Loose captions name the first motion with probability ``p_motion``."""
-    rng = random.Random(f"captions:{seed}")
+def captions(exs: list[Example], style: Literal["loose", "instruction"], seed: int, p_motion: float,
+             p_camera: float = 0.0) -> list[str]:
+    """Captions of a list of examples. Loose captions name the first motion with probability ``p_motion`` and a
+    camera pan with probability ``p_camera`` (two independent streams, so ``p_camera`` leaves the motion draws as
+    they were)."""
+    rng, rng_camera = random.Random(f"captions:{seed}"), random.Random(f"captions-camera:{seed}")
     if style == "instruction":
         return [caption(e.scene) for e in exs]
-    return [caption(loose(e.scene, with_motion=rng.random() < p_motion)) for e in exs]
+    return [caption(loose(e.scene, with_motion=rng.random() < p_motion, with_camera=rng_camera.random() < p_camera))
+            for e in exs]
+
+
+def with_pan_contrast(exs: list[Example], contrast: float) -> list[Example]:
+    """The examples with every camera pan rendered at ``contrast`` × the background texture (a visible pan)."""
+    return [replace(e, contrast=contrast) if e.scene.camera not in (None, "static") else e for e in exs]
 
 
 def to_tensor(video: np.ndarray) -> torch.Tensor:

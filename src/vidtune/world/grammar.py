@@ -7,10 +7,11 @@ Instruction caption (full control)::
          "blue particles pour"
 
 Loose caption (pretraining), as people caption: "a red circle" for one object, "red circles" for two or three,
-and, with some probability, the first motion verb.
+and, with some probability, the first motion verb and a camera pan ("a red circle falls, camera pans left").
 ``parse(caption)`` inverts both styles; fields a loose caption does not state are ``None`` (the count of "red
 circles" too). An instruction caption always starts with a count word (one, two, three) and states the camera; a
-loose one starts with "a" or a colour and leaves the camera open; a pour caption has no loose form.
+loose one starts with "a" or a colour and leaves the camera open unless it names a pan; a pour caption has no loose
+form.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class Scene:
     motions: tuple[str, ...] | None = ("still",)
     camera: str | None = "static"
     pour: bool = False
+    loose: bool = False  # a loose caption's scene ("a"/no count word); its unstated attributes are None
+
 
     @property
     def is_heldout(self) -> bool:
@@ -105,17 +108,21 @@ def caption(scene: Scene) -> str:
 
 
 def is_loose(scene: Scene) -> bool:
-    """A loose caption's scene: it leaves the camera open (an instruction caption always states it)."""
-    return scene.camera is None and not scene.pour
+    """A loose caption's scene ("a red circle", "red circles fall, camera pans left"): a count word other than
+    one/two/three, so the exact count and size, and the camera unless a pan is named, stay open."""
+    return scene.loose
 
 
-def loose(scene: Scene, with_motion: bool) -> Scene:
+def loose(scene: Scene, with_motion: bool, with_camera: bool = False) -> Scene:
     """The loose-caption view of a full scene: colour and shape, one object or several ("a red circle" /
-    "red circles", as people caption), optionally the first motion; the exact count, size and camera stay open."""
+    "red circles", as people caption), optionally the first motion and (``with_camera``) a camera pan; the exact
+    count and size stay open, and so does the camera when it is static or not named."""
     if scene.pour:  # a pour caption names no count/size/motion to drop; keep it whole
         return scene
     motions = scene.motions[:1] if (with_motion and scene.motions) else None
-    return replace(scene, size=None, count=1 if scene.count == 1 else None, motions=motions, camera=None)
+    camera = scene.camera if with_camera and scene.camera not in (None, "static") else None
+    return replace(scene, size=None, count=1 if scene.count == 1 else None, motions=motions, camera=camera,
+                   loose=True)
 
 
 def vocabulary() -> list[str]:
@@ -203,6 +210,7 @@ def parse(text: str) -> Scene:
         motions=tuple(motions) if motions else None,
         # instruction captions (explicit count) state the camera whenever it moves; loose ones leave it open
         camera=camera or ("static" if explicit_count else None),
+        loose=not explicit_count,
     )
 
 
