@@ -66,6 +66,10 @@ class WorldConfig(Section):
     p_loose_camera: float = Field(
         0.0, ge=0, le=1, description="Probability that a loose caption names the camera pan (pretraining)."
     )
+    p_loose_order: float = Field(
+        0.0, ge=0, le=1, description="Probability that a loose caption naming the motion names the whole 'then' "
+        "sequence, not only the first motion (pretraining)."
+    )
 
 
 class ModelConfig(Section):

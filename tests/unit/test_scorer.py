@@ -113,6 +113,10 @@ def test_hard_negatives_change_one_atom_and_avoid_heldout():
     assert heavy == ["order"] * 20  # weighted atom order: a dominant weight comes first
     lo = loose(scene, with_motion=True)  # "a red circle moves right" is true of this clip, "a red square" is not
     assert ts.consistent(lo, scene) and not ts.consistent(parse("a red square"), scene)
+    # a loose caption naming the whole sequence or the pan must name the clip's, in order
+    assert ts.consistent(parse("red circles move right, then fall, camera pans left"), scene)
+    assert not ts.consistent(parse("red circles fall, then move right"), scene)
+    assert not ts.consistent(parse("red circles move right, camera pans right"), scene)
 
 
 def test_batches_are_a_pure_function_of_seed_and_step():

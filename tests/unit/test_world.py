@@ -21,7 +21,7 @@ def test_round_trip_instruction_and_loose_captions():
     for _ in range(2000):
         s = random_scene(rng, heldout=None, p_pour=0.1)
         assert parse(caption(s)) == s, caption(s)
-        lo = loose(s, with_motion=rng.random() < 0.5, with_camera=rng.random() < 0.5)
+        lo = loose(s, with_motion=rng.random() < 0.5, with_camera=rng.random() < 0.5, with_order=rng.random() < 0.5)
         assert parse(caption(lo)) == lo, caption(lo)
 
 
@@ -132,9 +132,9 @@ def test_heldout_split_never_in_train():
             assert parse(c).count == (1 if e.scene.count == 1 else None) and parse(c).camera is None, c
 
 
-def test_loose_captions_name_the_pan_at_the_requested_rate_without_changing_the_rest():
+def test_loose_captions_name_the_pan_and_the_order_at_the_requested_rate_without_changing_the_rest():
     """p_camera = 1 names every pan (never a static camera) and leaves the motion draws of p_camera = 0 as they were;
-    pans get the requested background contrast, static clips keep the world's."""
+    p_order = 1 names the whole motion sequence wherever the first motion is named; pans get the requested background contrast, static clips keep the world's."""
     exs = [e for e in examples(400, 1, WorldConfig()) if not e.scene.pour]  # a pour caption is always whole
     plain, named = captions(exs, "loose", 0, 0.5), captions(exs, "loose", 0, 0.5, p_camera=1.0)
     pans = [e.scene.camera not in (None, "static") for e in exs]
@@ -142,6 +142,11 @@ def test_loose_captions_name_the_pan_at_the_requested_rate_without_changing_the_
     for e, p, n, pan in zip(exs, plain, named, pans):
         assert n == (p + f", camera pans {e.scene.camera}" if pan else p)
         assert parse(n).camera == (e.scene.camera if pan else None)
+    ordered = captions(exs, "loose", 0, 0.5, p_order=1.0)  # the whole sequence wherever the first motion is named
+    for e, p, o in zip(exs, plain, ordered):
+        named_motion = parse(p).motions is not None
+        assert parse(o).motions == (e.scene.motions if named_motion else None), (p, o)
+    assert any(", then " in o for o in ordered) and not any(", then " in p for p in plain)
     half = captions(exs, "loose", 0, 0.5, p_camera=0.5)
     assert 0.3 < sum("camera pans" in c for c in half) / sum(pans) < 0.7
     contrasted = with_pan_contrast(exs, 3.0)

@@ -66,14 +66,14 @@ def one_atom_negatives(scene: Scene, n: int, rng: random.Random, max_count: int 
 
 def consistent(text: Scene, clip: Scene) -> bool:
     """True when every attribute the caption ``text`` states holds for ``clip`` (so it is no negative for it).
-    A loose caption that names a motion names the clip's first motion."""
+    A loose caption that names motions names the first of the clip's motions (one, or the whole sequence)."""
     if text.pour != clip.pour or text.colour != clip.colour:
         return False
     for f in ("shape", "size", "count", "camera"):
         if getattr(text, f) is not None and getattr(text, f) != getattr(clip, f):
             return False
     if text.motions is not None:
-        want = (clip.motions or ())[:1] if is_loose(text) else clip.motions
+        want = (clip.motions or ())[: len(text.motions)] if is_loose(text) else clip.motions
         return text.motions == want
     return True
 

@@ -60,15 +60,15 @@ def render_prompt(prompt: str, seed: int, world: WorldConfig, tries: int = 20) -
 
 
 def captions(exs: list[Example], style: Literal["loose", "instruction"], seed: int, p_motion: float,
-             p_camera: float = 0.0) -> list[str]:
-    """Captions of a list of examples. Loose captions name the first motion with probability ``p_motion`` and a
-    camera pan with probability ``p_camera`` (two independent streams, so ``p_camera`` leaves the motion draws as
-    they were)."""
-    rng, rng_camera = random.Random(f"captions:{seed}"), random.Random(f"captions-camera:{seed}")
+             p_camera: float = 0.0, p_order: float = 0.0) -> list[str]:
+    """Captions of a list of examples. Loose captions name the first motion with probability ``p_motion`` (the whole
+    "then" sequence with probability ``p_order`` when they do) and a camera pan with probability ``p_camera``
+    (independent streams, so ``p_camera`` and ``p_order`` leave the motion draws as they were)."""
     if style == "instruction":
         return [caption(e.scene) for e in exs]
-    return [caption(loose(e.scene, with_motion=rng.random() < p_motion, with_camera=rng_camera.random() < p_camera))
-            for e in exs]
+    rng, rng_camera, rng_order = (random.Random(f"captions{s}:{seed}") for s in ("", "-camera", "-order"))
+    return [caption(loose(e.scene, with_motion=rng.random() < p_motion, with_camera=rng_camera.random() < p_camera,
+                          with_order=rng_order.random() < p_order)) for e in exs]
 
 
 def with_pan_contrast(exs: list[Example], contrast: float) -> list[Example]:

@@ -7,7 +7,8 @@ Instruction caption (full control)::
          "blue particles pour"
 
 Loose caption (pretraining), as people caption: "a red circle" for one object, "red circles" for two or three,
-and, with some probability, the first motion verb and a camera pan ("a red circle falls, camera pans left").
+and, with some probability, the first motion verb (or the whole sequence) and a camera pan ("a red circle falls,
+camera pans left").
 ``parse(caption)`` inverts both styles; fields a loose caption does not state are ``None`` (the count of "red
 circles" too). An instruction caption always starts with a count word (one, two, three) and states the camera; a
 loose one starts with "a" or a colour and leaves the camera open unless it names a pan; a pour caption has no loose
@@ -113,13 +114,14 @@ def is_loose(scene: Scene) -> bool:
     return scene.loose
 
 
-def loose(scene: Scene, with_motion: bool, with_camera: bool = False) -> Scene:
+def loose(scene: Scene, with_motion: bool, with_camera: bool = False, with_order: bool = False) -> Scene:
     """The loose-caption view of a full scene: colour and shape, one object or several ("a red circle" /
-    "red circles", as people caption), optionally the first motion and (``with_camera``) a camera pan; the exact
-    count and size stay open, and so does the camera when it is static or not named."""
+    "red circles", as people caption), optionally the first motion (``with_order``: the whole sequence, "moves left,
+    then falls") and (``with_camera``) a camera pan; the exact count and size stay open, and so does the camera when
+    it is static or not named."""
     if scene.pour:  # a pour caption names no count/size/motion to drop; keep it whole
         return scene
-    motions = scene.motions[:1] if (with_motion and scene.motions) else None
+    motions = scene.motions[: None if with_order else 1] if (with_motion and scene.motions) else None
     camera = scene.camera if with_camera and scene.camera not in (None, "static") else None
     return replace(scene, size=None, count=1 if scene.count == 1 else None, motions=motions, camera=camera,
                    loose=True)
