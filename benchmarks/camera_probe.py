@@ -49,7 +49,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     es = eval_set(load_recipe(None))
-    idx = [i for i, s in enumerate(es.scenes) if s.camera not in (None, "static")]
+    idx = [i for i, s in enumerate(es.scenes) if s.pans]
     prompts = [es.prompts[i] for i in idx]
     captions = {"true": prompts,
                 "opposite": [p.rsplit(" ", 1)[0] + " " + OPPOSITE[p.rsplit(" ", 1)[1]] for p in prompts],

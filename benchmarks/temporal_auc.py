@@ -34,7 +34,7 @@ CRITICS = ("motion_smoothness", "dynamic_degree", "freeze", "flicker")
 
 
 def is_dynamic(scene) -> bool:
-    return scene.pour or scene.camera not in (None, "static") or any(m != "still" for m in scene.motions or ())
+    return scene.pour or scene.pans or any(m != "still" for m in scene.motions or ())
 
 
 def is_physics(scene) -> bool:

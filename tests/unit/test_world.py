@@ -134,10 +134,11 @@ def test_heldout_split_never_in_train():
 
 def test_loose_captions_name_the_pan_and_the_order_at_the_requested_rate_without_changing_the_rest():
     """p_camera = 1 names every pan (never a static camera) and leaves the motion draws of p_camera = 0 as they were;
-    p_order = 1 names the whole motion sequence wherever the first motion is named; pans get the requested background contrast, static clips keep the world's."""
+    p_order = 1 names the whole motion sequence wherever the first motion is named; pans get the requested
+    background contrast, static clips keep the world's."""
     exs = [e for e in examples(400, 1, WorldConfig()) if not e.scene.pour]  # a pour caption is always whole
     plain, named = captions(exs, "loose", 0, 0.5), captions(exs, "loose", 0, 0.5, p_camera=1.0)
-    pans = [e.scene.camera not in (None, "static") for e in exs]
+    pans = [e.scene.camera not in (None, "static") for e in exs]  # spelled out: Scene.pans is under test here
     assert 60 < sum(pans) < 140  # p_camera 0.25 of the world
     for e, p, n, pan in zip(exs, plain, named, pans):
         assert n == (p + f", camera pans {e.scene.camera}" if pan else p)

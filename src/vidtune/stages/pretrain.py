@@ -61,8 +61,7 @@ def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
 
     exs = with_pan_contrast(examples(cfg.dataset_size, seed, world, split="train"), cfg.pan_contrast)
     bank = render_bank(exs, world, progress=progress)
-    texts = captions(exs, "loose", seed, world.p_loose_motion, world.p_loose_camera,
-                     world.p_loose_order)
+    texts = captions(exs, "loose", seed, world.p_loose_motion, world.p_loose_camera, world.p_loose_order)
 
     model = build_model(recipe).train()
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))

@@ -35,7 +35,7 @@ from vidtune.rewards.scorer_model import ScorerModelConfig, VideoTextScorer, loa
 from vidtune.runlog import MetricsWriter, atomic_torch_save, load_checkpoint, make_run_dir
 from vidtune.world.corrupt import CORRUPTIBLE, corrupt
 from vidtune.world.dataset import examples, render_bank
-from vidtune.world.grammar import Scene, caption, is_loose, loose
+from vidtune.world.grammar import Scene, caption, loose
 
 
 # --------------------------------------------------------------------------------------------- captions
@@ -73,7 +73,7 @@ def consistent(text: Scene, clip: Scene) -> bool:
         if getattr(text, f) is not None and getattr(text, f) != getattr(clip, f):
             return False
     if text.motions is not None:
-        want = (clip.motions or ())[: len(text.motions)] if is_loose(text) else clip.motions
+        want = (clip.motions or ())[: len(text.motions)] if text.loose else clip.motions
         return text.motions == want
     return True
 

@@ -73,7 +73,7 @@ def captions(exs: list[Example], style: Literal["loose", "instruction"], seed: i
 
 def with_pan_contrast(exs: list[Example], contrast: float) -> list[Example]:
     """The examples with every camera pan rendered at ``contrast`` × the background texture (a visible pan)."""
-    return [replace(e, contrast=contrast) if e.scene.camera not in (None, "static") else e for e in exs]
+    return [replace(e, contrast=contrast) if e.scene.pans else e for e in exs]
 
 
 def to_tensor(video: np.ndarray) -> torch.Tensor:

@@ -57,8 +57,14 @@ class Scene:
     motions: tuple[str, ...] | None = ("still",)
     camera: str | None = "static"
     pour: bool = False
-    loose: bool = False  # a loose caption's scene ("a"/no count word); its unstated attributes are None
+    # a loose caption's scene ("a red circle", "red circles fall, camera pans left"): no count word one/two/three,
+    # so the exact count and size, and the camera unless a pan is named, stay open (None)
+    loose: bool = False
 
+    @property
+    def pans(self) -> bool:
+        """The camera moves (a stated pan)."""
+        return self.camera not in (None, "static")
 
     @property
     def is_heldout(self) -> bool:
@@ -68,7 +74,7 @@ class Scene:
     def categories(self) -> tuple[str, ...]:
         """Slice labels used by evaluation (camera, physics, count, colour, ordering)."""
         cats = ["colour"]
-        if self.camera not in (None, "static"):
+        if self.pans:
             cats.append("camera")
         if self.pour or (self.motions and any(m in ("fall", "bounce") for m in self.motions)):
             cats.append("physics")
@@ -90,12 +96,12 @@ def caption(scene: Scene) -> str:
     if scene.pour:
         text = f"{scene.colour} particles pour"
     else:
-        if is_loose(scene) and scene.count is None:  # loose, several objects: "red circles"
+        if scene.loose and scene.count is None:  # loose, several objects: "red circles"
             plural, words = True, []
         else:
             n = scene.count or 1
             plural = n > 1
-            words = ["a" if is_loose(scene) and not plural else COUNT_WORDS[n]]
+            words = ["a" if scene.loose and not plural else COUNT_WORDS[n]]
         if scene.size is not None:
             words.append(scene.size)
         words += [scene.colour, scene.shape + ("s" if plural else "")]
@@ -103,15 +109,9 @@ def caption(scene: Scene) -> str:
         if scene.motions:
             phrases = [_MOTION_PHRASE[m][1 if plural else 0] for m in scene.motions]
             text += " " + ", then ".join(phrases)
-    if scene.camera not in (None, "static"):
+    if scene.pans:
         text += f", camera pans {scene.camera}"
     return text
-
-
-def is_loose(scene: Scene) -> bool:
-    """A loose caption's scene ("a red circle", "red circles fall, camera pans left"): a count word other than
-    one/two/three, so the exact count and size, and the camera unless a pan is named, stay open."""
-    return scene.loose
 
 
 def loose(scene: Scene, with_motion: bool, with_camera: bool = False, with_order: bool = False) -> Scene:
@@ -122,7 +122,7 @@ def loose(scene: Scene, with_motion: bool, with_camera: bool = False, with_order
     if scene.pour:  # a pour caption names no count/size/motion to drop; keep it whole
         return scene
     motions = scene.motions[: None if with_order else 1] if (with_motion and scene.motions) else None
-    camera = scene.camera if with_camera and scene.camera not in (None, "static") else None
+    camera = scene.camera if with_camera and scene.pans else None
     return replace(scene, size=None, count=1 if scene.count == 1 else None, motions=motions, camera=camera,
                    loose=True)
 
