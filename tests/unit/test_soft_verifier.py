@@ -9,7 +9,7 @@ import torch
 
 from vidtune.config import WorldConfig
 from vidtune.rewards.base import build_reward
-from vidtune.rewards.soft_verifier import camera_progress, segment_progress, share
+from vidtune.rewards.soft_verifier import camera_progress, segment_progress, share, signed_pan
 from vidtune.world.corrupt import CORRUPTIBLE, corrupt
 from vidtune.world.dataset import examples, to_tensor
 from vidtune.world.grammar import Scene, caption
@@ -65,3 +65,22 @@ def test_partial_motion_gets_partial_credit():
     frozen = video[:1].expand_as(video).clone()
     grades = [float(soft(x[None], [caption(scene)]).components["motion"][0]) for x in (frozen, half, video)]
     assert grades[0] < grades[1] < grades[2], grades
+
+
+def test_pan_progress_orders_asked_still_and_opposite_pans():
+    """By hand: background flow +c (camera left) is progress 1 for 'left', −1 for 'right', clipped beyond. On a
+    rendered 'camera pans left' clip the reward is near clean·1; the same clip played backwards pans right and scores
+    near 0; a prompt without a pan scores NaN."""
+    assert signed_pan("left", np.array([CAMERA_SPEED, 0.0]), 1.0) == pytest.approx(1.0)
+    assert signed_pan("right", np.array([0.5 * CAMERA_SPEED, 0.3]), 1.0) == pytest.approx(-0.5)
+    assert signed_pan("up", np.array([0.0, 3.0 * CAMERA_SPEED]), 1.0) == 1.0
+    scene = Scene(colour="blue", shape="square", size="large", count=1, motions=("still",), camera="left",
+                  pour=False)
+    video = to_tensor(render(scene, seed=5, contrast=3.0).video)
+    reward = build_reward("pan_progress")
+    r = reward(torch.stack([video, video.flip(0)]), [caption(scene)] * 2)
+    assert float(r.scores[0]) > 0.7 and float(r.scores[1]) < 0.3, r.scores
+    assert r.components["camera"].tolist() == [1.0, 0.0]
+    still = Scene(colour="blue", shape="square", size="large", count=1, motions=("still",), camera="static",
+                  pour=False)
+    assert torch.isnan(reward(video[None], [caption(still)]).scores).all()

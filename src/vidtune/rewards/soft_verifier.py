@@ -61,6 +61,13 @@ def camera_progress(camera: str, flow: np.ndarray, scale: float) -> float:
     return float(np.clip(-np.dot(flow, DIRECTIONS[camera]) / c, 0.0, 1.0))
 
 
+def signed_pan(camera: str, flow: np.ndarray, scale: float) -> float:
+    """Signed progress of a pan ``camera`` from the mean background flow ``flow`` [2] per transition:
+    clip(−F·u_d / c, −1, 1), so a pan the wrong way scores below a still camera and both below the asked one."""
+    c = CAMERA_SPEED * scale
+    return float(np.clip(-np.dot(flow, DIRECTIONS[camera]) / c, -1.0, 1.0))
+
+
 def soft_atoms(scene: Scene, atoms: dict[str, bool], observed: dict, frames: int, scale: float) -> dict[str, float]:
     """The soft atoms (module docstring) of one clip judged by the verifier as ``atoms`` / ``observed``."""
     out = {"existence": observed["present"], "colour": observed["colour_share"]}
@@ -106,3 +113,28 @@ class SoftVerifier:
             for a, val in soft.items():
                 comps.setdefault(a, torch.full((len(prompts),), float("nan")))[i] = val
         return RewardOutput(scores=scores, components=comps, details=hard.details)
+
+
+@register("pan_progress")
+class PanProgress:
+    """One atom as a dense reward: clean · (1 + p) / 2 in [0, 1], p the signed progress of the asked camera pan
+    (:func:`signed_pan`); the verifier's cleanliness factor keeps a noise clip, whose flow is arbitrary, at the
+    bottom. A prompt that asks for no pan, or an invalid clip, scores NaN (excluded from the update), so it is meant
+    for a prompt set of pan prompts (benchmarks/pan_prompts.py)."""
+
+    name = "pan_progress"
+    range = (0.0, 1.0)
+
+    def __init__(self):
+        self.verifier = ShapeWorldVerifier()
+
+    def __call__(self, videos: torch.Tensor, prompts: list[str], **context) -> RewardOutput:
+        hard = self.verifier(videos, prompts)
+        scale = videos.shape[-2] / 32.0
+        scores = torch.full((len(prompts),), float("nan"))
+        for i, (prompt, d) in enumerate(zip(prompts, hard.details)):
+            scene = parse(prompt)
+            if scene.pans and "camera_flow" in d:
+                scores[i] = d["clean"] * (1 + signed_pan(scene.camera, np.asarray(d["camera_flow"]), scale)) / 2
+        camera = hard.components.get("camera", torch.full((len(prompts),), float("nan")))
+        return RewardOutput(scores=scores, components={"camera": camera}, details=hard.details)
