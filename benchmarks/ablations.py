@@ -52,6 +52,9 @@ VARIANTS = {
         # everything that raises what the pan's direction word is worth to the loss: all control clips (70 % pans),
         # 3× texture, image-to-video only, flow times further toward noise (binds on a 2×4×4 base, not on 8×8)
         "sft_pan_oracle": ["sft.control_ratio=1.0", "sft.control_contrast=3", "sft.p_i2v=1.0", "sft.t_loc=1.5"],
+        # the same at 2.5× the steps: binding the pan (session 10) left sampled pans under the camera atom's threshold
+        "sft_pan_oracle_long": ["sft.control_ratio=1.0", "sft.control_contrast=3", "sft.p_i2v=1.0", "sft.t_loc=1.5",
+                                "sft.steps=2000"],
     },
     "grpo": {
         "start": None,  # the --init checkpoint itself, evaluated by this runner (no GRPO)

@@ -125,6 +125,12 @@ def main() -> None:
         grads = group_gradients(policy, ro, cond, uncond, ga.advantages, cfg.group_size, name)
         result["rewards"][name] = summary(grads, batches, tensors, prompt_ids)
         result["rewards"][name]["informative_groups"] = int((ga.group_std > 0).sum())
+        # the spread a group sees against the spread between groups: a reward that varies across prompts but hardly
+        # within a group gives GRPO little to compare
+        groups = r.reshape(-1, cfg.group_size)
+        result["rewards"][name]["reward_mean"] = float(r.nanmean())
+        result["rewards"][name]["within_group_std"] = float(ga.group_std.mean())
+        result["rewards"][name]["between_group_std"] = float(groups.nanmean(1).std())
         print(name, json.dumps(result["rewards"][name], indent=1))
     result["seconds"] = time.time() - t0
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
