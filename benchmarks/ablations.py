@@ -55,6 +55,9 @@ VARIANTS = {
         # the same at 2.5× the steps: binding the pan (session 10) left sampled pans under the camera atom's threshold
         "sft_pan_oracle_long": ["sft.control_ratio=1.0", "sft.control_contrast=3", "sft.p_i2v=1.0", "sft.t_loc=1.5",
                                 "sft.steps=2000"],
+        # the same with 30 % general instruction clips: the all-control mix costs the motion atom (session 11)
+        "sft_pan_oracle_long_mix": ["sft.control_ratio=0.7", "sft.control_contrast=3", "sft.p_i2v=1.0",
+                                    "sft.t_loc=1.5", "sft.steps=2000"],
     },
     "grpo": {
         "start": None,  # the --init checkpoint itself, evaluated by this runner (no GRPO)
