@@ -67,7 +67,7 @@ def test_partial_motion_gets_partial_credit():
     assert grades[0] < grades[1] < grades[2], grades
 
 
-def test_pan_progress_orders_asked_still_and_opposite_pans():
+def test_pan_progress_scores_the_asked_pan_above_its_opposite():
     """By hand: background flow +c (camera left) is progress 1 for 'left', −1 for 'right', clipped beyond. On a
     rendered 'camera pans left' clip the reward is near clean·1; the same clip played backwards pans right and scores
     near 0; a prompt without a pan scores NaN."""

@@ -20,6 +20,9 @@ direction, image y pointing down):
     order, pour  the pass/fail atoms (order is also graded by motion, which pairs segments in sequence)
 
     score = clean · mean(soft atoms)
+
+``pan_progress`` is the camera atom alone, signed (a pan the wrong way below none): clean · (1 + p) / 2 with
+p = clip(−F·u_d / c, −1, 1), for training one atom on a set of pan prompts.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ def camera_progress(camera: str, flow: np.ndarray, scale: float) -> float:
     c = CAMERA_SPEED * scale
     if camera == "static":
         return float(ramp(np.linalg.norm(flow) / c, 0.2, 0.6))
-    return float(np.clip(-np.dot(flow, DIRECTIONS[camera]) / c, 0.0, 1.0))
+    return max(0.0, signed_pan(camera, flow, scale))
 
 
 def signed_pan(camera: str, flow: np.ndarray, scale: float) -> float:
