@@ -78,8 +78,8 @@ class ModelConfig(Section):
         "init checkpoint has it (none for a random init); a number on an init without one grows it (output "
         "unchanged at first), on an init with a different one is an error.")
     init: str | None = Field(
-        "builtin:base", description="Weights to start from: a model folder, 'builtin:base' (shipped) or null (random)."
-    )
+        "builtin:base", description="Weights to start from: a model folder, 'builtin:base' (shipped), "
+        "'builtin:base_p244' (the shipped 2×4×4-patch base) or null (random).")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":

@@ -6,7 +6,8 @@ affine maps. The network predicts the clean clip x̂_0 and the policy returns th
 network asked for v (which contains the noise) cannot pass per-pixel noise through its bottleneck and samples stay
 noisy, while the clean clip lies on a low-dimensional manifold it can represent. Image-to-video conditioning concatenates the clean first frame (at latent frame 0, zeros elsewhere)
 and a mask channel to the input, the way Wan's I2V concatenates its condition latents and mask.
-A model is saved as a folder ``{config.json, model.safetensors}``; ``builtin:base`` is the shipped base model.
+A model is saved as a folder ``{config.json, model.safetensors}``; ``builtin:base`` is the shipped base model,
+``builtin:base_p244`` the finer-grid base (patch 2×4×4) that the pan-aware pretraining step continues.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from vidtune.models.policy import Cond
 from vidtune.models.text import WordTokenizer
 from vidtune.world.grammar import vocabulary
 
-BUILTIN = {"base": "base"}
+# shipped model folders under src/vidtune/assets: the 8×8-patch base (recipes/pretrain_base*.yaml, the default
+# init) and the 2×4×4-patch base (recipes/pretrain_base_p244.yaml, the init of recipes/pretrain_base_p244_pan.yaml)
+BUILTIN = {"base": "base", "base_p244": "base_p244"}
 
 
 @dataclass(frozen=True)
@@ -222,7 +225,7 @@ def resolve_model_path(spec: str | Path) -> Path:
 
 
 def load_tiny(spec: str | Path) -> TinyVideoPolicy:
-    """Load a tiny model folder (or ``builtin:base``) with a clear error for a missing or broken folder."""
+    """Load a tiny model folder (or ``builtin:<name>``) with a clear error for a missing or broken folder."""
     folder = resolve_model_path(spec)
     cfg_file, weights = folder / "config.json", folder / "model.safetensors"
     if not folder.is_dir():
