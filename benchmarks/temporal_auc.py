@@ -25,7 +25,6 @@ import torch
 from vidtune.config import WorldConfig
 from vidtune.preference.synthetic import RejectedNegative, temporal_negative
 from vidtune.rewards.base import build_reward
-from vidtune.rewards import temporal  # noqa: F401  (registry)
 from vidtune.world.dataset import examples, to_tensor
 from vidtune.world.grammar import caption
 

@@ -1,17 +1,12 @@
 """The annotation page in a real browser: Debian's headless Chromium driven by Selenium through the system
 chromedriver. Logs in with a token, waits until both videos are loaded and playing in sync, votes every aspect with
 the keyboard, submits with Enter, skips the next item with X, and checks what the database stored.
-
-CI (.ci/run) installs chromium and chromium-driver when /usr/bin/chromium is missing, so under CI a missing browser
-is a failure, not a skip."""
+The Chromium fixture is in conftest.py."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,17 +14,6 @@ import pytest
 from vidtune.annotate import store
 from vidtune.annotate.build import create_study
 from vidtune.annotate.server import serve
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1200,1000"]
-
-
-def _need_browser():
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
-    if missing:
-        msg = f"{', '.join(missing)} missing (apt-get install -y chromium chromium-driver)"
-        pytest.fail(msg) if os.environ.get("CI") else pytest.skip(msg)
 
 
 @pytest.fixture
@@ -51,23 +35,6 @@ def served(tmp_path):
     yield res, f"http://127.0.0.1:{srv.server_port}"
     srv.shutdown()
     srv.server_close()
-
-
-@pytest.fixture
-def browser(tmp_path):
-    _need_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in FLAGS + [f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(20)
-    yield driver
-    driver.quit()
-    shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
 
 
 def wait_for(driver, script: str, timeout: float = 10.0):

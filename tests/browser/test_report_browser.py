@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from tests.browser.test_annotate_browser import browser  # noqa: F401  (the Chromium fixture)
 from tests.integration.test_pipeline import tiny_overrides
 
 
@@ -30,7 +29,7 @@ def report(tmp_path_factory):
     return out / "r" / "report.html"
 
 
-def test_report_renders(report, browser):  # noqa: F811
+def test_report_renders(report, browser):
     browser.get(report.resolve().as_uri())
     imgs = browser.execute_script(
         "return [...document.images].map(i => [i.alt, i.complete, i.naturalWidth, i.src.slice(0, 15)])")

@@ -14,7 +14,9 @@ def test_slice_by_words_and_by_stable_fraction():
     prompts = [f"prompt {i}" for i in range(2000)]
     share = sum(in_noisy_slice(p, (), 0.3) for p in prompts) / len(prompts)
     assert 0.25 < share < 0.35
-    assert [in_noisy_slice(p, (), 0.3) for p in prompts[:50]] == [in_noisy_slice(p, (), 0.3) for p in prompts[:50]]
+    # the slice is fixed by CRC32, not by Python's per-process string hash: CRC32("prompt 3") = 941007916 and
+    # CRC32("prompt 6") = 1216106659 are below 0.3 · 2³² ≈ 1.29e9, CRC32("prompt 2") = 1326552250 is not
+    assert [in_noisy_slice(p, (), 0.3) for p in prompts[:8]] == [False, False, False, True, False, False, True, True]
 
 
 def test_noise_only_on_the_slice_and_clamped_to_range():

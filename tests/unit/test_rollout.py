@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vidtune.errors import ConfigError
-from vidtune.sampling.rollout import RolloutSpec, noisy_set, rollout, trainable_steps, transition_eval
+from vidtune.sampling.rollout import RolloutSpec, noisy_set, rollout, trainable_steps, trained_per_sample, transition_eval
 
 
 def _setup(policy, p=2, g=3):
@@ -47,7 +47,7 @@ def test_trainable_set_properties():
     noisy = noisy_set(spec, torch.Generator().manual_seed(0))
     a = trainable_steps(spec, noisy, 8, torch.Generator().manual_seed(0))
     b = trainable_steps(spec, noisy, 8, torch.Generator().manual_seed(0))
-    assert a.shape == (8, 9) and torch.equal(a, b)
+    assert a.shape == (8, 9) and torch.equal(a, b) and trained_per_sample(spec) == 9
     assert (a != 15).all() and len({tuple(r.tolist()) for r in a}) > 1
     for r in a:
         assert len(set(r.tolist())) == 9
@@ -64,6 +64,7 @@ def test_window_noise_only_inside_and_trains_whole_window(tiny_policy):
     on = ro.sigmas > 0
     assert int(on.sum()) == 2
     assert set(ro.train_steps[0].tolist()) == set(torch.nonzero(on).flatten().tolist())
+    assert ro.train_steps.shape[1] == trained_per_sample(spec) == 2  # not ⌊0.6·7⌋ = 4
 
 
 def test_shared_initial_noise_within_group_only(tiny_policy):

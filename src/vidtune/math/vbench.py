@@ -22,15 +22,19 @@ def _fp(x: Tensor) -> Tensor:
     return x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
 
 
-def temporal_flickering(frames: Tensor) -> float:
-    """ALGORITHMS.md §10.2, temporal flickering (exact VBench definition): MAE_f = mean |I_f − I_{f+1}| over
-    pixels and channels, score = (255 − mean_f MAE_f)/255. ``frames``: [F_px, ...] in [0, 255]. Apply only to
-    static videos (:func:`is_static`). Constant clip → 1; frames alternating 0/255 → 0; F_px < 2 → NaN."""
+def pair_mae(frames: Tensor) -> Tensor:
+    """ALGORITHMS.md §10.2: MAE_f = mean |I_f − I_{f+1}| over pixels and channels, [F_px, ...] → [F_px − 1]."""
     x = _fp(frames)
-    if x.shape[0] < 2:
+    return (x[1:] - x[:-1]).abs().flatten(1).mean(1)
+
+
+def temporal_flickering(frames: Tensor) -> float:
+    """ALGORITHMS.md §10.2, temporal flickering (exact VBench definition): score = (255 − mean_f MAE_f)/255 with
+    MAE_f of :func:`pair_mae`. ``frames``: [F_px, ...] in [0, 255]. Apply only to static videos
+    (:func:`is_static`). Constant clip → 1; frames alternating 0/255 → 0; F_px < 2 → NaN."""
+    if torch.as_tensor(frames).shape[0] < 2:
         return math.nan
-    mae = (x[1:] - x[:-1]).abs().flatten(1).mean(1)
-    return float((255.0 - mae.mean()) / 255.0)
+    return float((255.0 - pair_mae(frames).mean()) / 255.0)
 
 
 def top_flow_magnitude(flow: Tensor, fraction: float) -> Tensor:

@@ -22,7 +22,6 @@ import torch
 from torch import Tensor
 
 from vidtune.errors import ConfigError, VidtuneError
-from vidtune.rewards import perceptual, safety, temporal, verifier  # noqa: F401  (fill the registry)
 from vidtune.rewards.base import Reward, build_reward, check_inputs
 from vidtune.types import RewardOutput
 

@@ -14,6 +14,7 @@ import torch
 
 from vidtune.errors import VidtuneError
 from vidtune.math import vbench
+from vidtune.math.temporal_critics import freeze_score, warped_flickering
 from vidtune.rewards.base import check_inputs, register
 from vidtune.rewards.verifier import COLOUR_NAMES, segment_palette, vertical_shift
 from vidtune.types import RewardOutput
@@ -109,7 +110,7 @@ class TemporalCritic:
         return p, vbench.top_flow_magnitude(self.flow(x, consecutive(x.shape[0], p.interval)), 0.05)
 
     def clip(self, x: np.ndarray, prompt: str) -> tuple[float, dict, dict]:
-        frames, (n, h, w) = torch.from_numpy(x).permute(0, 3, 1, 2).double() * 255.0, x.shape[:3]
+        frames = torch.from_numpy(x).permute(0, 3, 1, 2).double() * 255.0
         match self.kind:
             case "motion_smoothness":
                 pair = lambda a, b: self.flow(torch.stack([a, b]), [(0, 1)])[0]  # noqa: E731  [2, H, W] a → b
@@ -119,15 +120,12 @@ class TemporalCritic:
                 return (float((m > p.threshold).double().mean()), {"dynamic": float(vbench.is_dynamic(m, p)),
                         "top5": float(m.mean())}, {"pair_top5": m.round(decimals=3).tolist()})
             case "freeze":
-                e = (frames[1:] - frames[:-1]).abs().flatten(1).mean(1).numpy() / 255
                 moving = vbench.is_dynamic(*reversed(self.top5(x)))
-                ref = self.options["ratio"] * max(float(np.quantile(e, 0.75)), 1e-12)
-                s = np.minimum(1.0, e / ref) if moving else np.ones_like(e)
-                return float(s.mean()), {"frozen_pairs": float((e < ref / 2).sum() * moving),
-                                         "moving": float(moving)}, {}
+                score, frozen = freeze_score(frames, self.options["ratio"], moving)
+                return score, {"frozen_pairs": float(frozen), "moving": float(moving)}, {}
             case "flicker":
-                warped = vbench.backward_warp(frames[:-1], self.flow(x, [(f + 1, f) for f in range(n - 1)]))
-                return float((255.0 - (frames[1:] - warped).abs().mean()) / 255.0), {}, {}
+                warped = vbench.backward_warp(frames[:-1], self.flow(x, [(f + 1, f) for f in range(len(x) - 1)]))
+                return warped_flickering(frames, warped), {}, {}
             case "gravity":
                 return self.gravity(x, prompt)
         raise VidtuneError(f"unknown temporal critic {self.kind!r}; expected one of {Kind.__args__}")

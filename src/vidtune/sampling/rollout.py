@@ -52,6 +52,14 @@ class RolloutSpec:
                                   f"0 <= lo, lo + w <= hi <= steps - 1 = {s - 1}")
 
 
+def trained_per_sample(spec: RolloutSpec) -> int:
+    """Trained transitions per sample (§1 step 5): the window's w (it lies within the first S − 1 transitions), else
+    n = max(1, ⌊f·(S−1)⌋) of the S − 1 transitions before the final one."""
+    if spec.sde_window is not None:
+        return spec.sde_window[0]
+    return min(spec.steps - 1, max(1, int(spec.train_fraction * (spec.steps - 1))))
+
+
 def noisy_set(spec: RolloutSpec, generator: torch.Generator) -> torch.Tensor:
     """Bool [S]: transitions taken as SDE steps (§1 step 3–4). One window draw per rollout batch."""
     s = spec.steps
@@ -72,7 +80,7 @@ def trainable_steps(spec: RolloutSpec, noisy: torch.Tensor, batch: int, generato
     cand = torch.nonzero(noisy[: spec.steps - 1]).flatten()
     if spec.sde_window is not None:
         return cand.expand(batch, -1).clone()
-    n = min(len(cand), max(1, int(spec.train_fraction * (spec.steps - 1))))
+    n = min(len(cand), trained_per_sample(spec))
     rows = [cand[torch.randperm(len(cand), generator=generator)[:n]].sort().values for _ in range(batch)]
     return torch.stack(rows)
 

@@ -40,7 +40,7 @@ from vidtune.runtime.distributed import (World, all_reduce_gradients, broadcast_
 from vidtune.runtime.fsdp import as_float, export_stage, prepare_training, save_stage_checkpoint
 from vidtune.runtime.ray_stage import pool_roles, run_on_pool
 from vidtune.sampling.ode import guided_velocity
-from vidtune.sampling.rollout import RolloutSpec, rollout, transition_eval
+from vidtune.sampling.rollout import RolloutSpec, rollout, trained_per_sample, transition_eval
 from vidtune.stages.grpo_rewards import score_on_lead, score_shards
 from vidtune.stages.grpo_signal import SignalState, compute_signal
 from vidtune.stages.sft import export
@@ -357,7 +357,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
     if lead:
         print(f"grpo: {cfg.iterations} iterations × {cfg.prompts_per_iter} prompts × G={cfg.group_size} = {b} "
               f"rollouts/step over {world.size} process(es){' (FSDP)' if fsdp else ''}, {spec.steps} SDE steps, "
-              f"~{max(1, int(spec.train_fraction * (spec.steps - 1)))} trained transitions/sample, trainable "
+              f"{trained_per_sample(spec)} trained transitions/sample, trainable "
               f"{sum(p.numel() for p in params) / 1e6:.3f} M, refinements: "
               + (", ".join(k for k in ("vipo", "bpgo", "curriculum", "joint") if getattr(cfg, k).enabled) or "none"))
         rewind_metrics(metrics.path, "grpo", start)
