@@ -37,12 +37,13 @@ from vidtune.runtime import make_reward_pool
 from vidtune.runlog import MetricsWriter, rewind_metrics, load_checkpoint, make_run_dir
 from vidtune.runtime.distributed import (World, all_reduce_gradients, broadcast_object, check_world, launched_world,
                                          reduce_over_ranks, run_stage, shard)
-from vidtune.runtime.fsdp import as_float, export_stage, prepare_training, save_stage_checkpoint
+from vidtune.runtime.fsdp import export_stage, prepare_training, save_stage_checkpoint
 from vidtune.runtime.ray_stage import pool_roles, run_on_pool
 from vidtune.sampling.ode import guided_velocity
 from vidtune.sampling.rollout import RolloutSpec, rollout, trained_per_sample, transition_eval
 from vidtune.stages.grpo_rewards import score_on_lead, score_shards
 from vidtune.stages.grpo_signal import SignalState, compute_signal
+from vidtune.stages.optim_step import clipped_step
 from vidtune.stages.sft import export
 from vidtune.types import Rollout
 from vidtune.world.dataset import examples
@@ -226,12 +227,10 @@ def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid
                 stats["ratio_max"] = max(stats["ratio_max"], float(obj.stats.ratio_max))
             if not fsdp:  # FSDP summed the shards' gradients in each backward
                 all_reduce_gradients(params, "sum")
-            gnorm = as_float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            gnorm = clipped_step(opt, params, cfg.max_grad_norm)
             if not math.isfinite(gnorm):
                 stats["skipped_step"] += 1
-                opt.zero_grad(set_to_none=True)
                 continue
-            opt.step()
             stats["grad_norm"].append(gnorm)
     return update_logs(stats)
 

@@ -15,6 +15,7 @@ one process, to float rounding); rank 0 alone writes metrics, checkpoints and th
 from __future__ import annotations
 
 import copy
+import math
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -33,8 +34,9 @@ from vidtune.progress import make_progress, track
 from vidtune.runlog import MetricsWriter, rewind_metrics, load_checkpoint, make_run_dir
 from vidtune.runtime.distributed import (ForwardWith, World, check_world, reduce_over_ranks, run_stage, shard,
                                          wrap_ddp)
-from vidtune.runtime.fsdp import as_float, export_stage, prepare_training, save_stage_checkpoint
+from vidtune.runtime.fsdp import export_stage, prepare_training, save_stage_checkpoint
 from vidtune.stages.fm_step import draw_batch, fm_loss
+from vidtune.stages.optim_step import clipped_step
 from vidtune.stages.pretrain import lr_at
 from vidtune.world.dataset import Example, captions, examples, render_bank, with_pan_contrast
 
@@ -202,6 +204,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
         rewind_metrics(metrics.path, "sft", start)
 
     t_last = time.time()
+    skipped = 0  # optimiser steps skipped on a non-finite gradient (stages/optim_step.clipped_step)
     with make_progress() as bar:
         task = bar.add_task("sft", total=cfg.steps, completed=start, info="", visible=progress)
         for step in range(start, cfg.steps):
@@ -217,15 +220,15 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
                 group["lr"] = lr_at(step, cfg.lr, cfg.warmup)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
+            gnorm = clipped_step(opt, params, cfg.max_grad_norm)
+            skipped += not math.isfinite(gnorm)
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 loss = reduce_over_ranks(out.loss.detach())  # every rank joins the all-reduce
                 epe = None if out.epe is None else reduce_over_ranks(out.epe)
                 if lead:
                     dt = (time.time() - t_last) / cfg.log_every
                     extra = {} if epe is None else {"flow_epe": float(epe)}
-                    metrics.log(step + 1, loss=loss.item(), **extra, grad_norm=as_float(gnorm),
+                    metrics.log(step + 1, loss=loss.item(), **extra, grad_norm=gnorm, skipped_steps=skipped,
                                 weight_min=float(w.omega.min()),
                                 weight_max=float(w.omega.max()), psi_hat_mean=float(w.psi_hat.mean()),
                                 psi_missing=w.n_missing, step_time=dt)

@@ -33,6 +33,7 @@ from vidtune.config import Recipe
 from vidtune.progress import make_progress
 from vidtune.rewards.scorer_model import ScorerModelConfig, VideoTextScorer, load_scorer
 from vidtune.runlog import MetricsWriter, atomic_torch_save, load_checkpoint, make_run_dir
+from vidtune.stages.optim_step import clipped_step
 from vidtune.world.corrupt import CORRUPTIBLE, corrupt
 from vidtune.world.dataset import examples, render_bank
 from vidtune.world.grammar import Scene, caption, loose
@@ -251,6 +252,7 @@ def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
         return f"  held-out top-1 {res['top1']:.3f}"
 
     t_last, acc, n_acc, info_eval = time.time(), defaultdict(float), 0, ""
+    skipped = 0  # optimiser steps skipped on a non-finite gradient (stages/optim_step.clipped_step)
     with make_progress() as bar:
         task = bar.add_task("train-scorer", total=cfg.steps, completed=start, info="", visible=progress)
         for step in range(start, cfg.steps):
@@ -261,15 +263,15 @@ def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
                 group["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
+            gnorm = clipped_step(opt, list(model.parameters()), cfg.max_grad_norm)
+            skipped += not math.isfinite(gnorm)
             for k, v in (("loss", out.loss.item()), ("v2t", float(out.v2t)), ("t2v", float(out.t2v)),
                          ("hard_acc", out.hard_acc), ("noise_acc", out.noise_acc)):
                 acc[k] += v
             n_acc += 1
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 dt = (time.time() - t_last) / n_acc
-                metrics.log(step + 1, **{k: v / n_acc for k, v in acc.items()}, grad_norm=float(gnorm),
+                metrics.log(step + 1, **{k: v / n_acc for k, v in acc.items()}, grad_norm=gnorm, skipped_steps=skipped,
                             lr=opt.param_groups[0]["lr"], scale=float(model.scale().detach()), step_time=dt)
                 bar.update(task, info=f"loss {acc['loss'] / n_acc:.3f}  hard-neg acc {acc['hard_acc'] / n_acc:.3f}"
                                       f"{info_eval}  {dt * 1000:.0f} ms/step")
