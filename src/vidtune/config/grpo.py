@@ -33,8 +33,10 @@ class RewardHead(Section):
     weight: float = Field(1.0, ge=0, description="Weight in the fixed-weight sum (0 = monitored only).")
     component: Literal["visual", "temporal", "semantic"] | None = Field(
         None, description="Self-paced curriculum component this head feeds.")
-    lo: float | None = Field(None, description="Lower bound for normalising to [0, 1] (curriculum).")
-    hi: float | None = Field(None, description="Upper bound for normalising to [0, 1] (curriculum).")
+    lo: float | None = Field(None, description="Lower bound for normalising to [0, 1] (curriculum); null = the 1st "
+                             "percentile of the head's scores over the curriculum warm-up, then frozen.")
+    hi: float | None = Field(None, description="Upper bound for normalising to [0, 1] (curriculum); null = the 99th "
+                             "percentile of the head's warm-up scores.")
 
 
 class GateConfig(Section):

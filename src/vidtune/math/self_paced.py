@@ -17,8 +17,9 @@ Scope = Literal["batch", "group"]
 def normalise_affine(r: Tensor, lo: Tensor | float, hi: Tensor | float) -> Tensor:
     """Component score → [0, 1] (ALGORITHMS.md §5, components): clip((r − lo_j)/(hi_j − lo_j), 0, 1).
 
-    r: [..., J]; lo, hi: [J] or floats (configured bounds, or `percentile_bounds` of the warm-up scores). hi ≤ lo
-    degenerates to a step at lo (0 below, 1 above; 0 at r = lo). Non-finite r stays non-finite (invalid).
+    r: [..., J]; lo, hi: [J] or floats (configured bounds, or `percentile_bounds` of the warm-up scores, as
+    stages/grpo_signal.curriculum_bounds does). hi ≤ lo degenerates to a step at lo (0 below, 1 above; 0 at
+    r = lo). Non-finite r stays non-finite (invalid).
     """
     dt = torch.float64 if r.dtype == torch.float64 else torch.float32
     lo, hi = (torch.as_tensor(x, dtype=dt, device=r.device) for x in (lo, hi))

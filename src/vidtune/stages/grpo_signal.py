@@ -18,7 +18,8 @@ from vidtune.math.advantages import group_advantages
 from vidtune.math.bpgo import bpgo_advantages
 from vidtune.math.bpgo_prior import EmaPrior, SharpnessState, ema_prior_update, ema_prior_values
 from vidtune.math.min_norm import joint_advantage, weighted_head_advantages
-from vidtune.math.self_paced import CompetenceState, competence_init, competence_step, normalise_affine
+from vidtune.math.self_paced import (CompetenceState, competence_init, competence_step, normalise_affine,
+                                     percentile_bounds)
 from vidtune.math.self_paced_taros import taros_step
 
 COMPONENTS = ("visual", "temporal", "semantic")
@@ -29,6 +30,8 @@ class SignalState:
     k_state: SharpnessState = field(default_factory=SharpnessState)
     ema_prior: EmaPrior = field(default_factory=EmaPrior)
     curriculum: CompetenceState | None = None
+    warmup_heads: list[torch.Tensor] = field(default_factory=list)  # [B, N] raw head scores of the warm-up
+    head_bounds: tuple[torch.Tensor, torch.Tensor] | None = None  # frozen (lo, hi) [N] after the warm-up
 
 
 class Signal(NamedTuple):
@@ -39,17 +42,31 @@ class Signal(NamedTuple):
     logs: dict[str, Any]
 
 
-def component_rewards(heads: torch.Tensor, cfg: GRPOConfig) -> torch.Tensor:
-    """[B, N] head scores → [B, 3] curriculum components in [0, 1] (mean of the normalised heads of each)."""
+def curriculum_bounds(heads: torch.Tensor, cfg: GRPOConfig, state: SignalState) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalisation bounds (lo, hi) [N] of the curriculum's heads (ALGORITHMS.md §5, components): a head's
+    configured ``lo``/``hi`` where given, else the 1st/99th percentiles (:func:`percentile_bounds`) of its scores over
+    the warm-up's iterations so far, including this one (``heads`` [B, N]); after ``curriculum.warmup_steps``
+    iterations they are frozen in ``state``. A head with no finite warm-up score falls back to [0, 1]."""
+    if state.head_bounds is None:
+        state.warmup_heads.append(heads.detach().cpu())
+        q_lo, q_hi = percentile_bounds(torch.cat(state.warmup_heads))
+        q_lo, q_hi = torch.nan_to_num(q_lo, nan=0.0), torch.nan_to_num(q_hi, nan=1.0)
+        if len(state.warmup_heads) >= cfg.curriculum.warmup_steps:
+            state.head_bounds, state.warmup_heads = (q_lo, q_hi), []
+    else:
+        q_lo, q_hi = state.head_bounds
+    lo = torch.tensor([q_lo[i] if h.lo is None else h.lo for i, h in enumerate(cfg.reward.heads)])
+    hi = torch.tensor([q_hi[i] if h.hi is None else h.hi for i, h in enumerate(cfg.reward.heads)])
+    return lo, hi
+
+
+def component_rewards(heads: torch.Tensor, cfg: GRPOConfig, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """[B, N] head scores → [B, 3] curriculum components in [0, 1]: the mean over each component's heads of
+    :func:`normalise_affine` with the bounds ``lo``, ``hi`` [N] (:func:`curriculum_bounds`)."""
     cols = []
     for comp in COMPONENTS:
         idx = [i for i, h in enumerate(cfg.reward.heads) if h.component == comp]
-        normed = []
-        for i in idx:
-            h = cfg.reward.heads[i]
-            lo, hi = (h.lo if h.lo is not None else 0.0), (h.hi if h.hi is not None else 1.0)
-            normed.append(normalise_affine(heads[:, i], lo, hi))
-        cols.append(torch.stack(normed, 1).mean(1))
+        cols.append(torch.stack([normalise_affine(heads[:, i], lo[i], hi[i]) for i in idx], 1).mean(1))
     return torch.stack(cols, 1)
 
 
@@ -62,7 +79,7 @@ def compute_signal(heads: torch.Tensor, scalar: torch.Tensor, valid: torch.Tenso
     adv_kw = dict(mode=cfg.advantage, std_floor=cfg.std_floor, adv_clip=cfg.adv_clip)
 
     if cfg.curriculum.enabled:
-        comps = component_rewards(heads, cfg).view(p, g, 3)
+        comps = component_rewards(heads, cfg, *curriculum_bounds(heads, cfg, state)).view(p, g, 3)
         if cfg.curriculum.rule == "competence":
             st = state.curriculum or competence_init(3, cfg.curriculum.tau_init)
             step = competence_step(st, comps, valid.view(p, g), scope=cfg.curriculum.scope,
