@@ -429,8 +429,3 @@ class WanVideoPolicy(nn.Module):
         meta = {"type": "wan", "kind": kind, "base": self.source, "merged": merged, "config": asdict(self.config)}
         (folder / "vidtune_wan.json").write_text(json.dumps(meta, indent=1))
         return folder
-
-    def scheduler_shift(self) -> float | None:
-        """The time shift of the checkpoint's scheduler (``shift`` or ``flow_shift``), for ``rollout.shift``."""
-        sc = self.pipe.scheduler.config
-        return sc.get("flow_shift") or sc.get("shift")

@@ -108,11 +108,6 @@ class Composition(NamedTuple):
     outputs: dict[str, RewardOutput]  # raw outputs by label (heads and gates: details, maps)
     errors: dict[str, str]  # gate label → the exception a gate raised (it failed closed or was skipped)
 
-    def to_output(self) -> RewardOutput:
-        """The composition as a plain RewardOutput: scalar scores, heads as components, the gate mask."""
-        comps = {n: self.heads[:, i] for i, n in enumerate(self.head_names)}
-        return RewardOutput(scores=self.scalar, components=comps, gate_failed=self.gate_failed)
-
 
 def _scores(label: str, out: RewardOutput, b: int) -> Tensor:
     s = torch.as_tensor(out.scores).detach().float().cpu().reshape(-1)

@@ -181,7 +181,7 @@ def prepare_training(policy, recipe, world, device: torch.device, lr: float, sav
     fsdp = uses_fsdp(recipe, world)
     if fsdp:
         shard_policy(policy, world.size, device, reduce=reduce)
-    params = [p for p in policy.parameters() if p.requires_grad]
+    params = list(policy.trainable_parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     if saved is not None:
         restore_optimizer(policy, opt, saved)
