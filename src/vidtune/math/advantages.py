@@ -11,12 +11,9 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from vidtune.math.numerics import to_compute
+
 AdvantageMode = Literal["zscore", "mean_baseline"]
-
-
-def _fp(x: Tensor) -> Tensor:
-    """Cast to the compute dtype: fp64 stays fp64, everything else becomes fp32 (ALGORITHMS.md §0, numerics)."""
-    return x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
 
 
 class GroupStats(NamedTuple):
@@ -35,7 +32,7 @@ def group_stats(rewards: Tensor, valid: Tensor | None = None) -> GroupStats:
     reward is finite and ``valid`` (optional [P, G] bool) allows it (§0, invalid values). Groups without valid
     samples get mean NaN; groups with fewer than 2 get std NaN (std_u needs n−1 ≥ 1).
     """
-    r = _fp(rewards)
+    r = to_compute(rewards)
     ok = torch.isfinite(r) if valid is None else torch.isfinite(r) & valid.to(torch.bool)
     n = ok.sum(dim=1)
     mean = torch.where(ok, r, 0.0).sum(dim=1) / n
@@ -91,7 +88,7 @@ def group_advantages(
             f"rewards hold {flat.numel()} samples, not a positive multiple of group_size={group_size} "
             "(prompt-major layout [B] = [P, G])"
         )
-    r = _fp(flat).view(-1, group_size)
+    r = to_compute(flat).view(-1, group_size)
     mask = None if valid is None else valid.reshape(r.shape)
     stats = group_stats(r, mask)
     ok = stats.valid
@@ -134,8 +131,8 @@ def advantage_push(advantages: Tensor, feature: Tensor, group_size: int) -> floa
     over the samples b where f is finite, with f̄_p the mean of f over the finite samples of b's group. Positive:
     the step raises the likelihood of samples with above-group-average f. NaN when no finite f has A ≠ 0.
     ``advantages`` and ``feature`` are [B] (prompt-major, B = P·G)."""
-    a = _fp(advantages).reshape(-1, group_size)
-    f = _fp(feature).reshape(-1, group_size)
+    a = to_compute(advantages).reshape(-1, group_size)
+    f = to_compute(feature).reshape(-1, group_size)
     ok = torch.isfinite(f)
     f0 = torch.where(ok, f, 0.0)
     fbar = f0.sum(1, keepdim=True) / ok.sum(1, keepdim=True).clamp_min(1)

@@ -15,14 +15,10 @@ from torch import Tensor
 from vidtune.math.advantages import AdvantageMode, GroupAdvantages, group_advantages
 from vidtune.math.bpgo_prior import KMode, SharpnessState, sharpness
 from vidtune.math.grpo_loss import GrpoObjective, grpo_objective
+from vidtune.math.numerics import to_compute
 
 RasMode = Literal["paper", "posterior"]
 CrtMode = Literal["paper", "sigmoid", "off"]
-
-
-def _fp(x: Tensor) -> Tensor:
-    """Cast to the compute dtype: fp64 stays fp64, everything else becomes fp32 (ALGORITHMS.md §0, numerics)."""
-    return x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
 
 
 def ras_paper(delta: Tensor, *, alpha: float = 0.5, k: float = 1.0) -> Tensor:
@@ -65,8 +61,8 @@ def crt_transform(
     Pitfalls: paper CRT decreases for r < R⁰ − 1 and depends on the absolute reward scale; sigmoid CRT is
     non-monotone below ≈ R⁰/2 (use only for non-negative rewards). Returns R̃: [P, G] (fp32, or fp64).
     """
-    r = _fp(rewards)
-    r0 = _fp(prior).reshape(-1, 1)
+    r = to_compute(rewards)
+    r0 = to_compute(prior).reshape(-1, 1)
     above = (r > r0).to(r.dtype)
     match mode:
         case "paper":
@@ -111,7 +107,7 @@ def bpgo_advantages(
     """
     base = group_advantages(rewards, group_size, mode=mode, eps=eps, std_floor=std_floor, adv_clip=adv_clip,
                             valid=valid)
-    r0 = _fp(prior).reshape(-1).to(base.group_mean.dtype)
+    r0 = to_compute(prior).reshape(-1).to(base.group_mean.dtype)
     n_prompts = base.group_mean.shape[0]
     if r0.shape[0] != n_prompts:
         raise ValueError(f"prior R⁰ has {r0.shape[0]} entries, expected one per prompt (P = {n_prompts})")
@@ -135,7 +131,7 @@ def bpgo_advantages(
     saturated = int((usable & ((w <= lo + tol) | (w >= hi - tol))).sum()) if hi > lo else 0
     main = (base.advantages.view(n_prompts, -1) * w[:, None]).reshape(-1)
 
-    raw = _fp(rewards).reshape(n_prompts, -1).to(r0.dtype)
+    raw = to_compute(rewards).reshape(n_prompts, -1).to(r0.dtype)
     ok = base.valid.view(n_prompts, -1)
     below = (ok & (raw < r0[:, None] - 1.0)).sum()
     n_ok = int(ok.sum())

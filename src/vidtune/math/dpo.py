@@ -14,14 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vidtune.math.numerics import compute_dtype
+
 BetaT = Literal["constant", "eps"]
 DPOForm = Literal["standard", "reference_free"]
 BetaSchedule = Literal["linear", "cosine", "constant"]
-
-
-def _dtype(x: Tensor) -> torch.dtype:
-    """Compute dtype (ALGORITHMS.md §0): fp64 stays fp64, everything else is computed in fp32."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def beta_at_t(beta: float, t: Tensor, beta_t: BetaT = "constant") -> Tensor:
@@ -32,9 +29,9 @@ def beta_at_t(beta: float, t: Tensor, beta_t: BetaT = "constant") -> Tensor:
     """
     match beta_t:
         case "constant":
-            return torch.full_like(t, beta, dtype=_dtype(t))
+            return torch.full_like(t, beta, dtype=compute_dtype(t))
         case "eps":
-            return beta * (1.0 - t.to(_dtype(t))) ** 2
+            return beta * (1.0 - t.to(compute_dtype(t))) ** 2
     raise ValueError(f"unknown dpo.beta_t {beta_t!r}; expected 'constant' or 'eps'")
 
 
@@ -71,7 +68,7 @@ def dpo_loss(
     ω ≡ 1 when None. Limits: π_θ = π_ref gives z = 0, L = log 2 (ω ≡ 1) and implicit accuracy 0; swapping winner and
     loser negates z. N = 0 gives NaN statistics.
     """
-    dt = _dtype(e_w)
+    dt = compute_dtype(e_w)
     e_w, e_l = e_w.to(dt), e_l.to(dt)
     bt = beta_at_t(beta, t.to(dt), beta_t)
     match form:
@@ -144,7 +141,7 @@ def pair_weights(gaps: Tensor, drop_q: float = 0.25, clip: tuple[float, float] =
     renormalised to mean 1 over the kept pool. Limits: q = 0 keeps all; a kept pool whose gaps are all 0 gets
     ω ≡ 1; renormalisation may move ω outside [lo, hi]. Negative or non-finite gaps are an error.
     """
-    g = gaps.to(_dtype(gaps)).reshape(-1)
+    g = gaps.to(compute_dtype(gaps)).reshape(-1)
     if not bool(torch.isfinite(g).all()) or bool((g < 0).any()):
         raise ValueError("pair gaps must be finite and >= 0 (gap = score(chosen) - score(rejected))")
     if not 0.0 <= drop_q < 1.0:
@@ -185,7 +182,7 @@ def decoupled_coefficients(
     ∇L: standard winner = ½η (dz/de_w = −½β_t), reference-free winner = η (dz/de_w = −β_t); loser = −winner.
     This is the general η = β·sigmoid(−β·Â) with log π_θ(y) ↦ −½·e_θ^y and β·Â ↦ z.
     """
-    zd = z.detach().to(_dtype(z))
+    zd = z.detach().to(compute_dtype(z))
     n = zd.numel()
     w = torch.ones_like(zd) if weights is None else weights.detach().to(zd.dtype)
     eta = beta_at_t(beta, t.detach().to(zd.dtype), beta_t) * torch.sigmoid(-zd) * w / max(n, 1)

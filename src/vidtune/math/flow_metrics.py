@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vidtune.math.numerics import to_compute
+
 
 def endpoint_error(pred: Tensor, target: Tensor) -> Tensor:
     """ALGORITHMS.md §10.3, per-pixel error E(x) = ‖F̂(x) − F*(x)‖₂ (Euclidean norm over the channel dim −3).
@@ -33,15 +35,9 @@ class FlowMetrics(NamedTuple):
     n_pixels: int  # number of valid pixels
 
 
-def _tensor(x: Tensor | np.ndarray) -> Tensor:
-    """torch view of a numpy/torch flow in the compute dtype (fp64 stays fp64, else fp32)."""
-    t = torch.as_tensor(x)
-    return t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)
-
-
 def _sums(pred: Tensor | np.ndarray, target: Tensor | np.ndarray, valid: Tensor | np.ndarray | None) -> np.ndarray:
     """[Σ E, #(E>1), #(E>3), #outliers, n] over the valid pixels (fp64 accumulation)."""
-    p, t = _tensor(pred), _tensor(target)
+    p, t = to_compute(pred), to_compute(target)
     if p.shape != t.shape or p.ndim < 3 or p.shape[-3] != 2:
         raise ValueError(f"pred and target must both be [..., 2, H, W]; got {tuple(p.shape)} and {tuple(t.shape)}")
     t = t.to(p.dtype)

@@ -12,12 +12,9 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from vidtune.math.numerics import to_compute
+
 KLForm = Literal["exact", "no_dt"]
-
-
-def _fp(x: Tensor) -> Tensor:
-    """Cast to the compute dtype: fp64 stays fp64, everything else becomes fp32 (ALGORITHMS.md §0, numerics)."""
-    return x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
 
 
 class LikelihoodRatio(NamedTuple):
@@ -32,7 +29,7 @@ def likelihood_ratio(logp_new: Tensor, logp_old: Tensor, *, log_clamp: float = 2
     ``logp_new`` = L_θ (carries the gradient), ``logp_old`` = L_old (treated as a constant): [B, S] or
     [B, S, F, H, W]. The clamp only guards exp against overflow; when θ = θ_old the ratio is exactly 1.
     """
-    log_ratio = _fp(logp_new) - _fp(logp_old).detach()
+    log_ratio = to_compute(logp_new) - to_compute(logp_old).detach()
     clamped = (log_ratio.detach().abs() > log_clamp).sum()
     log_ratio = log_ratio.clamp(-log_clamp, log_clamp)
     return LikelihoodRatio(ratio=log_ratio.exp(), log_ratio=log_ratio, clamped=clamped)
@@ -40,7 +37,7 @@ def likelihood_ratio(logp_new: Tensor, logp_old: Tensor, *, log_clamp: float = 2
 
 def _broadcast_advantage(advantages: Tensor, ratio: Tensor) -> Tensor:
     """[B] → [B, 1, …]; a dense map [B, F, H, W] (ViPO) → [B, 1, F, H, W]; a full-shape tensor is kept."""
-    a = _fp(advantages).detach()
+    a = to_compute(advantages).detach()
     if a.ndim == 1:
         return a.reshape(a.shape + (1,) * (ratio.ndim - 1))
     if a.ndim == ratio.ndim - 1 and ratio.ndim == 5:
@@ -76,7 +73,7 @@ def kl_to_reference(
 
     Zero at v_θ = v_ref. Needs σ_s > 0 and t_s > 0 (trainable transitions only; σ = 0 gives inf/NaN).
     """
-    diff = _fp(v_theta) - _fp(v_ref).detach()
+    diff = to_compute(v_theta) - to_compute(v_ref).detach()
     msq = diff.square().flatten(1).mean(dim=1)
     sigma, t, dt = (torch.as_tensor(z, dtype=msq.dtype, device=msq.device) for z in (sigma, t, dt))
     gain = 1.0 + sigma.square() * (1.0 - t) / (2.0 * t)
@@ -116,7 +113,7 @@ def grpo_loss(
     elif per.ndim != 2:
         raise ValueError(f"surrogate must be [B, S] or [B, S, F, H, W], got {tuple(per.shape)}")
     if kl is not None and beta_kl != 0.0:
-        per = per + beta_kl * _fp(kl)
+        per = per + beta_kl * to_compute(kl)
     valid = valid.to(torch.bool).reshape(-1, 1)
     keep = valid if step_mask is None else valid & step_mask.to(torch.bool)
     if n_steps is None:
@@ -202,5 +199,5 @@ def grpo_objective(
     stats = ratio_stats(lr, clip_range=clip_range, mask=m.reshape(m.shape + (1,) * (lr.ratio.ndim - 2)))
     kl_mean = lr.ratio.new_zeros(())
     if kl is not None and bool(m.expand_as(kl).any()):
-        kl_mean = _fp(kl).detach()[m.expand_as(kl)].mean()
+        kl_mean = to_compute(kl).detach()[m.expand_as(kl)].mean()
     return GrpoObjective(loss, stats, kl_mean)

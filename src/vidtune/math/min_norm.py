@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from vidtune.math.min_norm_solver import solve_min_norm
+from vidtune.math.numerics import compute_dtype
 
 Mode = Literal["mgda_batch", "mgda_sample", "fixed"]
 
@@ -62,7 +63,7 @@ def joint_advantage(
     M = 0 (mean diag ≤ tiny) or no usable head → uniform c over usable heads (all heads if none), A = 0, degenerate.
     Computed in fp32 (fp64 for fp64 input). N = 1 reduces to A = A_1 (plain GRPO).
     """
-    dt = torch.float64 if adv.dtype == torch.float64 else torch.float32
+    dt = compute_dtype(adv)
     adv = adv.to(dt)
     b, n = adv.shape
     valid = torch.ones(b, dtype=torch.bool, device=adv.device) if valid is None else valid.to(torch.bool)
@@ -121,4 +122,3 @@ def weighted_head_advantages(adv: Tensor, c: Tensor, valid: Tensor | None = None
     if valid is not None:
         out = torch.where(valid.to(torch.bool)[:, None], out, torch.zeros((), dtype=a.dtype, device=a.device))
     return out
-

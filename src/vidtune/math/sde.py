@@ -15,6 +15,8 @@ from typing import Literal, NamedTuple
 
 import torch
 
+from vidtune.math.numerics import compute_dtype
+
 
 class SDEStep(NamedTuple):
     mean: torch.Tensor  # μ_s  [B, C, F, H, W]
@@ -59,7 +61,7 @@ def sde_step(
     μ = x + [v + σ²/(2t)·(x + (1 − t)·v)]·Δt,  std = σ·√|Δt|.  σ = 0 ⇒ μ = x + v·Δt (Euler ODE), std = 0.
     Computed in fp32 (or fp64 when x is fp64) whatever the model dtype.
     """
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(x)
     x, v = x.to(dtype), v.to(dtype)
     t, t_next, sigma = (_bcast(torch.as_tensor(z, dtype=dtype), x) for z in (t, t_next, sigma))
     dt = t_next - t

@@ -11,6 +11,8 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from vidtune.math.numerics import compute_dtype
+
 Scope = Literal["batch", "group"]
 
 
@@ -21,7 +23,7 @@ def normalise_affine(r: Tensor, lo: Tensor | float, hi: Tensor | float) -> Tenso
     stages/grpo_signal.curriculum_bounds does). hi ≤ lo degenerates to a step at lo (0 below, 1 above; 0 at
     r = lo). Non-finite r stays non-finite (invalid).
     """
-    dt = torch.float64 if r.dtype == torch.float64 else torch.float32
+    dt = compute_dtype(r)
     lo, hi = (torch.as_tensor(x, dtype=dt, device=r.device) for x in (lo, hi))
     span = torch.where(hi > lo, hi - lo, torch.full_like(hi - lo, torch.finfo(dt).tiny))
     return ((r.to(dt) - lo) / span).clamp(0.0, 1.0)
@@ -33,7 +35,7 @@ def percentile_bounds(scores: Tensor, low: float = 0.01, high: float = 0.99) -> 
     scores: [n, J], non-finite entries ignored (linear interpolation between order statistics). Returns two [J]
     tensors (NaN for a component without finite scores); freeze them after the warm-up.
     """
-    dt = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    dt = compute_dtype(scores)
     s = scores.to(dt)
     s = torch.where(torch.isfinite(s), s, torch.full_like(s, float("nan")))
     return torch.nanquantile(s, low, dim=0), torch.nanquantile(s, high, dim=0)
@@ -60,7 +62,7 @@ def competence_weights(
         w = softmax(logit / T_w);  phase = argmax_j w_j
     Limits: with d ≡ 1, logit_j = log(Π_{i<j} c_i + ε_w) + log(1 − c_j + δ) + γ; all components done → w ≈ uniform.
     """
-    dt = torch.float64 if m.dtype == torch.float64 else torch.float32
+    dt = compute_dtype(m)
     m, sd = m.to(dt), sd.to(dt)
     tau = torch.as_tensor(tau, dtype=dt, device=m.device)
     c = torch.sigmoid(s_c * (m - tau))
@@ -134,7 +136,7 @@ def competence_step(
     scope batch: `competence_weights` of the EMA statistics; group: per prompt from that group's raw m, sd (falling
     back to this step's batch values, then the EMA, for a group with < 1 / < 2 valid scores).
     """
-    dt = torch.float64 if rewards.dtype == torch.float64 else torch.float32
+    dt = compute_dtype(rewards)
     r = rewards.to(dt)
     ok = torch.isfinite(r) if valid is None else torch.isfinite(r) & valid.to(torch.bool)[..., None]
     g_mean, g_std, n = group_moments(r, ok)

@@ -10,6 +10,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from vidtune.math.numerics import compute_dtype
+
 
 def hoyer(r: Tensor, valid: Tensor | None = None, dim: int = -1) -> Tensor:
     """Hoyer sparsity H(r) = (√n − ‖r‖₁/‖r‖₂)/(√n − 1) ∈ [0, 1] along `dim` (ALGORITHMS.md §5; Hoyer 2004).
@@ -17,7 +19,7 @@ def hoyer(r: Tensor, valid: Tensor | None = None, dim: int = -1) -> Tensor:
     r: any shape; valid: same shape bool (default all) — n counts the valid entries, invalid ones are dropped.
     H = 0 when n ≤ 1 or ‖r‖₂ = 0. H(constant) = 0; H(one-hot) = 1; scale-invariant (H(a·r) = H(r), a ≠ 0).
     """
-    dt = torch.float64 if r.dtype == torch.float64 else torch.float32
+    dt = compute_dtype(r)
     ok = torch.isfinite(r) if valid is None else torch.isfinite(r) & valid.to(torch.bool)
     x = torch.where(ok, r.to(dt), torch.zeros((), dtype=dt, device=r.device))
     n = ok.sum(dim=dim).to(dt)
@@ -47,7 +49,7 @@ def taros_step(rewards: Tensor, valid: Tensor | None = None, *, tau: Tensor | fl
     R̄ and H use the valid samples only. Limits: with a unit-slope sigmoid on [0, 1] rewards the first term spans
     ≈ [0.32, 0.56], so w stays close to uniform; ∂g_j/∂R̄_j > 0 (a mastered component gains weight).
     """
-    dt = torch.float64 if rewards.dtype == torch.float64 else torch.float32
+    dt = compute_dtype(rewards)
     r = rewards.to(dt)
     ok = torch.isfinite(r) if valid is None else torch.isfinite(r) & valid.to(torch.bool)[..., None]
     x = torch.where(ok, r, torch.zeros((), dtype=dt, device=r.device))
@@ -57,4 +59,3 @@ def taros_step(rewards: Tensor, valid: Tensor | None = None, *, tau: Tensor | fl
     g = torch.sigmoid(mean - torch.as_tensor(tau, dtype=dt, device=r.device)) + beta * (h - h_next)
     w = torch.softmax(g, dim=-1)
     return TarosStep((r * w[:, None, :]).sum(-1), w, g, mean, h, w.argmax(dim=-1))
-

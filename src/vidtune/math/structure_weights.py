@@ -15,17 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vidtune.math.flow_metrics import endpoint_error
-
-
-def _fp(x: Tensor) -> Tensor:
-    """Compute dtype: fp64 stays fp64, everything else becomes fp32 (ALGORITHMS.md §0, numerics)."""
-    return x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+from vidtune.math.numerics import to_compute
 
 
 def _as_scores(scores: Tensor | list[float | None]) -> Tensor:
     """Scores as a float tensor; ``None`` entries (missing scores) become NaN."""
     if isinstance(scores, Tensor):
-        return _fp(scores)
+        return to_compute(scores)
     return torch.tensor([float("nan") if s is None else float(s) for s in scores], dtype=torch.float32)
 
 
@@ -89,7 +85,7 @@ def weights_from_normalised(
     """
     if gamma < 0 or not 0 < omega_min <= omega_max:
         raise ValueError(f"need gamma >= 0 and 0 < omega_min <= omega_max, got {gamma}, {omega_min}, {omega_max}")
-    omega = (1.0 + gamma * _fp(psi_hat)).clamp(omega_min, omega_max)
+    omega = (1.0 + gamma * to_compute(psi_hat)).clamp(omega_min, omega_max)
     return omega if omega.numel() == 0 else omega / omega.mean()
 
 
@@ -121,7 +117,7 @@ def resize_flow(
         raise ValueError(f"flow must have shape [..., 2, H, W], got {tuple(flow.shape)}")
     h_px, w_px = flow.shape[-2:]
     h_d, w_d = size
-    x = _fp(flow).reshape(-1, 2, h_px, w_px)
+    x = to_compute(flow).reshape(-1, 2, h_px, w_px)
     match mode:
         case "bilinear":
             out = F.interpolate(x, size=(h_d, w_d), mode="bilinear", align_corners=False)
@@ -140,7 +136,7 @@ def epe_loss(pred: Tensor, target: Tensor, valid: Tensor | None = None) -> Tenso
     (None = all valid). Returns a scalar (fp32, fp64 for fp64 input), differentiable in ``pred``; the gradient at
     a zero error is 0. No valid pixel gives 0 (still connected to ``pred``'s graph) rather than NaN.
     """
-    p = _fp(pred)
+    p = to_compute(pred)
     t = target.to(p.dtype)
     if valid is None:
         return endpoint_error(p, t).mean()

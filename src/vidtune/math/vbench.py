@@ -15,16 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def _fp(x: Tensor) -> Tensor:
-    """Tensor in the compute dtype: fp64 stays fp64, everything else becomes fp32."""
-    x = torch.as_tensor(x)
-    return x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+from vidtune.math.numerics import to_compute
 
 
 def pair_mae(frames: Tensor) -> Tensor:
     """ALGORITHMS.md §10.2: MAE_f = mean |I_f − I_{f+1}| over pixels and channels, [F_px, ...] → [F_px − 1]."""
-    x = _fp(frames)
+    x = to_compute(frames)
     return (x[1:] - x[:-1]).abs().flatten(1).mean(1)
 
 
@@ -41,7 +37,7 @@ def top_flow_magnitude(flow: Tensor, fraction: float) -> Tensor:
     """ALGORITHMS.md §10.2, per-pair motion score: mean of the top ``fraction`` of flow magnitudes √(u² + v²).
     ``flow``: [..., 2, H, W] → [...]. The count is ⌊fraction·H·W⌋ as in VBench, but at least 1 pixel.
     ``fraction`` = 0.02 for the static filter, 0.05 for dynamic degree."""
-    mag = torch.linalg.vector_norm(_fp(flow), dim=-3).flatten(-2)
+    mag = torch.linalg.vector_norm(to_compute(flow), dim=-3).flatten(-2)
     k = max(1, math.floor(fraction * mag.shape[-1]))
     return mag.topk(k, dim=-1).values.mean(-1)
 
@@ -54,8 +50,8 @@ def is_static(pair_scores: Tensor, wrap_scores: Tensor, height: int, width: int)
     n_frames = int(torch.as_tensor(pair_scores).numel()) + 1
     thr = 3.0 * min(height, width) / 256.0
     n_c = round(2 * n_frames / 16)
-    n_exceed = int((_fp(pair_scores) > thr).sum())
-    return n_exceed <= n_c and bool((_fp(wrap_scores) <= thr * n_c * 2).all())
+    n_exceed = int((to_compute(pair_scores) > thr).sum())
+    return n_exceed <= n_c and bool((to_compute(wrap_scores) <= thr * n_c * 2).all())
 
 
 class DynamicParams(NamedTuple):
@@ -81,7 +77,7 @@ def dynamic_degree_params(height: int, width: int, fps: float, n_frames: int) ->
 def is_dynamic(pair_scores: Tensor, params: DynamicParams) -> bool:
     """ALGORITHMS.md §10.2, dynamic-degree decision: ``pair_scores`` [n − 1] top-5 % flow magnitudes of consecutive
     sampled pairs; dynamic iff at least ``params.count`` of them exceed ``params.threshold``."""
-    return int((_fp(pair_scores) > params.threshold).sum()) >= params.count
+    return int((to_compute(pair_scores) > params.threshold).sum()) >= params.count
 
 
 def dynamic_degree(flags: Sequence[bool]) -> float:
@@ -93,7 +89,7 @@ def backward_warp(image: Tensor, flow: Tensor) -> Tensor:
     """Bilinear backward warping: out(x) = image(x + flow(x)), border replicated (align_corners grid).
     ``image``: [..., C, H, W]; ``flow``: [..., 2, H, W] in pixels (u along W, v along H) → [..., C, H, W].
     Zero flow is the identity; an integer flow shifts exactly away from the border."""
-    img, fl = _fp(image), _fp(flow)
+    img, fl = to_compute(image), to_compute(flow)
     c, h, w = img.shape[-3:]
     lead = torch.broadcast_shapes(img.shape[:-3], fl.shape[:-3])
     img = img.expand(*lead, c, h, w).reshape(-1, c, h, w)
@@ -113,11 +109,11 @@ def motion_smoothness(frames: Tensor, flow_fn: Callable[[Tensor, Tensor], Tensor
     Î_i = ½(warp(E_i, F_{m→0}) + warp(E_{i+1}, F_{m→1})); score = (255 − mean_i mean|Î_i − I_{2i+1}|)/255.
     Constant clip → 1; F_px < 3 (no odd frame between two even frames) → NaN.
     """
-    x = _fp(frames)
+    x = to_compute(frames)
     errors = []
     for i in range((x.shape[0] - 1) // 2):
         e0, e1 = x[2 * i], x[2 * i + 2]
-        f01, f10 = _fp(flow_fn(e0, e1)), _fp(flow_fn(e1, e0))
+        f01, f10 = to_compute(flow_fn(e0, e1)), to_compute(flow_fn(e1, e0))
         mid = 0.5 * (backward_warp(e0, 0.25 * (f10 - f01)) + backward_warp(e1, 0.25 * (f01 - f10)))
         errors.append((mid - x[2 * i + 1]).abs().mean())
     return float((255.0 - torch.stack(errors).mean()) / 255.0) if errors else math.nan
@@ -127,7 +123,7 @@ def consistency_frame_scores(features: Tensor) -> Tensor:
     """ALGORITHMS.md §10.2, subject/background consistency per frame: φ_f L2-normalised, for f ≥ 1
     s_f = ½(max(0, cos(φ_{f−1}, φ_f)) + max(0, cos(φ_0, φ_f))). ``features``: [F_px, D] → [F_px − 1].
     Identical frames → s ≡ 1; a zero feature vector has cosine 0 with everything."""
-    phi = F.normalize(_fp(features), dim=-1)
+    phi = F.normalize(to_compute(features), dim=-1)
     prev = (phi[:-1] * phi[1:]).sum(-1).clamp(min=0)
     first = (phi[:1] * phi[1:]).sum(-1).clamp(min=0)
     return 0.5 * (prev + first)
@@ -136,7 +132,7 @@ def consistency_frame_scores(features: Tensor) -> Tensor:
 def frame_weighted_dimension(frame_scores: Sequence[Tensor]) -> float:
     """ALGORITHMS.md §10.2, frame-weighted dimension: Σ_videos Σ_f s_f / Σ_videos (F_px − 1).
     ``frame_scores[v]``: [F_v − 1] from :func:`consistency_frame_scores`. No frame pair at all → NaN."""
-    total = sum(float(_fp(s).sum()) for s in frame_scores)
+    total = sum(float(to_compute(s).sum()) for s in frame_scores)
     count = sum(int(torch.as_tensor(s).numel()) for s in frame_scores)
     return total / count if count else math.nan
 

@@ -11,7 +11,8 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from vidtune.math.vipo_map import frame_map, work_dtype
+from vidtune.math.numerics import compute_dtype
+from vidtune.math.vipo_map import frame_map
 
 VaeTime = Literal["causal", "noncausal", "pixel"]
 FallbackReason = Literal["extractor", "shape", "non_finite", "range"]
@@ -74,7 +75,7 @@ def vipo_map(
     Returns VipoMap(map [F, H, W], fallback, const_frames); fp32, or fp64 for fp64 features.
     """
     nf, nh, nw = latent_shape
-    dtype = torch.float32 if features is None else work_dtype(features)
+    dtype = torch.float32 if features is None else compute_dtype(features)
     device = None if features is None else features.device
 
     def fallback(reason: str, const: int = 0) -> VipoMap:
@@ -136,5 +137,5 @@ def dense_advantage(m: Tensor, advantages: Tensor) -> Tensor:
     m: M, [B, F, H, W]; advantages: A_b after clipping and any BPGO scale (RAS weight w), [B] — or Ã_b for the CRT
     term. Returns [B, F, H, W] in fp32 (fp64 if either input is fp64). With M ≡ 1 this is A broadcast exactly.
     """
-    dtype = torch.promote_types(work_dtype(m), work_dtype(advantages))
+    dtype = torch.promote_types(compute_dtype(m), compute_dtype(advantages))
     return m.to(dtype) * advantages.to(dtype).reshape(-1, 1, 1, 1)

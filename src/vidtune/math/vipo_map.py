@@ -13,12 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vidtune.math.numerics import compute_dtype
+
 CONST_RANGE = 1e-6  # a frame map whose range is ≤ this after the resize is "constant" (same bound as the fallback)
-
-
-def work_dtype(x: Tensor) -> torch.dtype:
-    """fp64 stays fp64; everything else (bf16, fp16, fp32, ints) is computed in fp32 (ALGORITHMS.md §0)."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def orient_components(z: Tensor, v: Tensor, h: int, w: int) -> Tensor:
@@ -60,7 +57,7 @@ def structure_scores(features: Tensor, k: int = 3) -> Tensor:
     patch, to positive scaling and to permuting the D feature dimensions.
     """
     h, w, d = features.shape
-    x = features.to(work_dtype(features)).reshape(h * w, d)
+    x = features.to(compute_dtype(features)).reshape(h * w, d)
     x = x - x.mean(dim=0, keepdim=True)
     _, s, vh = torch.linalg.svd(x, full_matrices=False)
     tol = max(h * w, d) * torch.finfo(x.dtype).eps * (s[0] if s.numel() else 0.0)
