@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from vidtune.annotate import store
-from vidtune.annotate.build import create_study, read_prompts
+from vidtune.annotate.build import create_study, read_prompt_rows
 from vidtune.annotate.results import export_pairs, gsb_chart, gsb_tables
 from vidtune.annotate.tokens import authenticate
 from vidtune.errors import VidtuneError
@@ -234,9 +234,9 @@ def test_creation_errors_name_the_file(tmp_path):
     _, prompts = _npy_folders(tmp_path, 2)
     (tmp_path / "bad.jsonl").write_text('{"prompt": "ok"}\n{"prompt": 3}\n')
     with pytest.raises(VidtuneError, match=r"bad.jsonl:2: .*'prompt'"):
-        read_prompts(tmp_path / "bad.jsonl")
+        read_prompt_rows(tmp_path / "bad.jsonl")
     with pytest.raises(VidtuneError, match="prompt file not found"):
-        read_prompts(tmp_path / "none.txt")
+        read_prompt_rows(tmp_path / "none.txt")
     (tmp_path / "two.txt").write_text("x\ny\nz\n")
     with pytest.raises(VidtuneError, match="has 2 clips but the prompt file has 3"):
         create_study(tmp_path / "st1", str(tmp_path / "a"), str(tmp_path / "b"), tmp_path / "two.txt")

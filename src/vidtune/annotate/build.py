@@ -36,7 +36,9 @@ class Created(NamedTuple):
     n_items: int
 
 
-def read_prompts(path: str | Path) -> list[PromptRow]:
+def read_prompt_rows(path: str | Path) -> list[PromptRow]:
+    """The rows of a study's prompt file: one prompt a line (.txt), or JSON objects {prompt, seed?, clip?} (.jsonl);
+    blank lines and # comments skipped; every error names the file and line."""
     path = Path(path)
     if not path.is_file():
         raise VidtuneError(f"prompt file not found: {path}")
@@ -167,7 +169,7 @@ def create_study(study: str | Path, a: str, b: str, prompts: str | Path, annotat
     kinds = (source_kind(a, "--a"), source_kind(b, "--b"))
     if kinds[0] != kinds[1]:
         raise VidtuneError(f"--a is a {kinds[0]} but --b is a {kinds[1]}; compare two checkpoints or two folders")
-    rows = read_prompts(prompts)
+    rows = read_prompt_rows(prompts)
     s = {"source": kinds[0] + "s", "a": a, "b": b, "prompts": str(prompts), "format": fmt, "fps": fps,
          "scale": scale, "steps": steps, "guidance": guidance, "shift": shift, "seed": seed,
          "seeds_per_prompt": seeds_per_prompt}

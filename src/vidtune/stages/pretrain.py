@@ -17,6 +17,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from vidtune.config import Recipe
 from vidtune.errors import VidtuneError
 from vidtune.models.tiny import TinyConfig, TinyVideoPolicy, load_tiny
+from vidtune.math.schedules import warmup_stable_decay
 from vidtune.progress import make_progress
 from vidtune.stages.fm_step import draw_batch, fm_loss
 from vidtune.stages.optim_step import clipped_step
@@ -41,18 +42,6 @@ def build_model(recipe: Recipe) -> TinyVideoPolicy:
         raise VidtuneError(f"model.refiner={m.refiner}, but model.init={m.init} has a refiner of {have} channels")
     return policy
 
-
-def lr_at(step: int, base: float, warmup: int, total: int = 0, cooldown: int = 0) -> float:
-    """Warmup-stable-decay learning rate (Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed
-    Training Durations"): linear warm-up over ``warmup`` steps, constant ``base``, then a linear decay to 0 over the
-    last ``cooldown`` of ``total`` steps, lr(s) = base · min(1, (s+1)/warmup, (total − s)/cooldown).
-
-    The stable phase does not depend on ``total``, so a run can be extended (resumed with more steps) before its
-    cool-down without changing what it already did."""
-    lr = base * min(1.0, (step + 1) / max(1, warmup))
-    if cooldown > 0 and step >= total - cooldown:
-        lr = min(lr, base * (total - step) / cooldown)
-    return lr
 
 
 def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
@@ -93,7 +82,7 @@ def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
                             cfg.t_loc, cfg.t_scale)
             loss = fm_loss(model, bank[fb.index].float() / 255.0, [texts[i] for i in fb.index.tolist()], fb).loss
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.cooldown)
+                group["lr"] = warmup_stable_decay(step, cfg.lr, cfg.warmup, cfg.steps, cfg.cooldown)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = clipped_step(opt, list(model.parameters()), cfg.max_grad_norm)

@@ -25,6 +25,7 @@ import torch
 from vidtune.config import Recipe
 from vidtune.data.video_folder import farneback_flows, load_sft_videos
 from vidtune.errors import VidtuneError
+from vidtune.math.schedules import warmup_stable_decay
 from vidtune.math.structure_weights import resize_flow, score_percentiles, structure_weights
 from vidtune.metrics.structure import structural_instability
 from vidtune.models.factory import attach_lora, load_policy, load_trainable_state
@@ -37,7 +38,6 @@ from vidtune.runtime.distributed import (ForwardWith, World, check_world, reduce
 from vidtune.runtime.fsdp import export_stage, prepare_training, save_stage_checkpoint
 from vidtune.stages.fm_step import draw_batch, fm_loss
 from vidtune.stages.optim_step import clipped_step
-from vidtune.stages.pretrain import lr_at
 from vidtune.world.dataset import Example, captions, examples, render_bank, with_pan_contrast
 
 
@@ -217,7 +217,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
             out = step_loss(bank[index].float() / 255.0, [texts[i] for i in index.tolist()], fb, w.omega[rows],
                             None if flow_targets is None else flow_targets[index], cfg.physics.lambda_flow, rows)
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg.lr, cfg.warmup)
+                group["lr"] = warmup_stable_decay(step, cfg.lr, cfg.warmup)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             gnorm = clipped_step(opt, params, cfg.max_grad_norm)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from vidtune.config import Recipe
+from vidtune.math.schedules import warmup_cosine
 from vidtune.progress import make_progress
 from vidtune.rewards.scorer_model import ScorerModelConfig, VideoTextScorer, load_scorer
 from vidtune.runlog import MetricsWriter, atomic_torch_save, load_checkpoint, make_run_dir
@@ -205,13 +206,6 @@ def build_scorer(recipe: Recipe) -> VideoTextScorer:
         text_layers=c.text_layers))
 
 
-def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warm-up to ``base``, then cosine decay to ``min_ratio·base`` at ``total``."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    frac = (step - warmup) / max(1, total - warmup)
-    return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
-
 
 def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
     """Train (or resume) the scorer; returns the exported model folder ``<run_dir>/scorer/model``."""
@@ -260,7 +254,7 @@ def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
                            cfg.p_loose, world.p_loose_motion, world.max_count, dict(cfg.atom_weights))
             out = contrastive_loss(model, bank[b.index].float() / 255.0, [scenes[i] for i in b.index.tolist()], b)
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+                group["lr"] = warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             gnorm = clipped_step(opt, list(model.parameters()), cfg.max_grad_norm)
