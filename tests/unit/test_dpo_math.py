@@ -10,7 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vidtune.math.dpo import beta_at_t, decoupled_coefficients, dpo_loss, dynamic_beta, pair_weights
+from vidtune.math.dpo import (batch_weights, beta_at_t, decoupled_coefficients, dpo_loss, dynamic_beta,
+                              pair_weights)
 
 
 def _errors(n: int, seed: int, dtype=torch.float64):
@@ -156,3 +157,10 @@ def test_fp32_compute_dtype():
     h = lambda x: torch.tensor([x], dtype=torch.bfloat16)  # noqa: E731
     out = dpo_loss(h(0.5), h(0.25), h(0.0), h(0.0), h(0.0), beta=8.0)
     assert out.z.dtype == torch.float32 and float(out.z) == pytest.approx(-1.0)
+
+
+def test_batch_weights_have_mean_one_over_the_drawn_batch():
+    """ω = (0.5, 1, 1.5, 1) drawn as (0.5, 1.5, 1.5): mean 7/6 → (3/7, 9/7, 9/7); a constant batch gives ones."""
+    omega = torch.tensor([0.5, 1.0, 1.5, 1.0])
+    assert batch_weights(omega[[0, 2, 2]]).tolist() == pytest.approx([3 / 7, 9 / 7, 9 / 7])
+    assert batch_weights(torch.full((3,), 2.5)).tolist() == [1.0, 1.0, 1.0]

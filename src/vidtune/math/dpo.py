@@ -158,6 +158,14 @@ def pair_weights(gaps: Tensor, drop_q: float = 0.25, clip: tuple[float, float] =
     return PairWeights(index, omega / omega.mean(), n_drop)
 
 
+def batch_weights(omega: Tensor) -> Tensor:
+    """The pool weights ω of a drawn batch [b], renormalised to mean exactly 1 over it: ω_b ← ω_b / mean_batch(ω),
+    as SFT does for its structure weights (ALGORITHMS.md §7), so the loss scale does not depend on which pairs a step
+    draws. ω ≡ c gives ones."""
+    w = omega.to(compute_dtype(omega))
+    return w / w.mean()
+
+
 class DecoupledCoefficients(NamedTuple):
     """Per-pair coefficients of §8.3 (no gradient): ∇L = Σ_k winner_k·∇e_θ^{w,k} + Σ_k loser_k·∇e_θ^{l,k}."""
 

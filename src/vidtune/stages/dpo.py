@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from vidtune.config import Recipe
 from vidtune.data.prompts import check_prompts, read_prompts
 from vidtune.math.clip_view import clip_view, window_starts
-from vidtune.math.dpo import dynamic_beta, pair_weights
+from vidtune.math.dpo import batch_weights, dynamic_beta, pair_weights
 from vidtune.math.flow_matching import sample_t
 from vidtune.models.factory import attach_lora, load_policy, load_trainable_state, reference_policy
 from vidtune.preference.build import hard_negative_pairs, pool_quality, synthetic_pairs
@@ -193,7 +193,7 @@ def pair_batch(step: int, recipe: Recipe, x0_w: torch.Tensor, x0_l: torch.Tensor
     starts = window_starts(len(idx), x0_w.shape[2], cfg.grad_frames, g)
     xw, xl = (clip_view(x[idx[rows]], starts[rows], cfg.grad_frames, cfg.grad_downsample) for x in (x0_w, x0_l))
     eps = torch.randn((cfg.batch_size, *xw.shape[1:]), generator=g)[rows].to(device)
-    weights = omega[idx] / omega[idx].mean()
+    weights = batch_weights(omega[idx])
     return DPOBatch(xw, xl, policy.encode_prompts([prompts[i] for i in idx[rows].tolist()]), t[rows].to(device),
                     eps, weights[rows].to(device))
 
