@@ -4,7 +4,8 @@ Per step, B training clips (split ``train``: no held-out colour/shape compositio
 caption) each get a positive caption — the instruction caption, or with probability ``scorer.p_loose`` a loose
 one — and ``scorer.hard_negatives`` captions with exactly one atom changed (``world.corrupt``: colour, shape,
 size, count, motion, order, camera), so colour alone cannot separate them. With v_i, t_k the L2-normalised
-embeddings and s the logit scale, the loss is the CLIP loss (Radford et al. 2021) with extra negatives:
+embeddings and s the logit scale, the loss is the CLIP loss (Radford et al. 2021) with extra negatives
+(math/contrastive.symmetric_infonce):
 
     L_v2t = −(1/B) Σ_i log softmax_k(s·v_i·t_k)[i]     over all B(1+K) captions of the batch
     L_t2v = −(1/B) Σ_i log softmax_j(s·t_i·v_j)[i]     over the B clips + ``scorer.noise_negatives`` noised copies
@@ -27,9 +28,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 from vidtune.config import Recipe
+from vidtune.math.contrastive import symmetric_infonce
 from vidtune.math.schedules import warmup_cosine
 from vidtune.progress import make_progress
 from vidtune.rewards.scorer_model import ScorerModelConfig, VideoTextScorer, load_scorer
@@ -141,13 +142,9 @@ def contrastive_loss(model: VideoTextScorer, videos: torch.Tensor, scenes: list[
     noisy = add_noise(videos[b.noise_index], b.generator)
     v_all = model.encode_video(torch.cat([videos, noisy])).embedding
     v, t = v_all[:nb], model.encode_text(b.texts)
-    s = model.scale()
     false_neg = torch.tensor([[k != i and consistent(ts, scenes[i]) for k, ts in enumerate(b.text_scenes)]
                               for i in range(nb)])
-    target = torch.arange(nb)
-    logits_v2t = (s * v @ t.T).masked_fill(false_neg, float("-inf"))
-    logits_t2v = (s * t[:nb] @ v_all.T).masked_fill(F.pad(false_neg[:, :nb].T, (0, len(noisy))), float("-inf"))
-    v2t, t2v = F.cross_entropy(logits_v2t, target), F.cross_entropy(logits_t2v, target)
+    v2t, t2v = symmetric_infonce(v, t, v_all[nb:], model.scale(), false_neg)
     with torch.no_grad():
         cos = v @ t.T
         pos = cos.diagonal()
