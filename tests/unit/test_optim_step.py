@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from vidtune.stages.optim_step import clipped_step
@@ -29,3 +30,15 @@ def test_non_finite_gradient_skips_the_step_and_clears_the_gradients():
     assert math.isnan(gnorm)
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
     assert all(p.grad is None for p in model.parameters()) and not opt.state  # Adam's moments untouched
+
+
+def test_skip_guard_counts_skips_and_aborts_on_the_third_in_a_row():
+    from vidtune.errors import VidtuneError
+    from vidtune.stages.optim_step import SkipGuard
+
+    guard = SkipGuard("sft")
+    assert [guard.record(g, s) for s, g in enumerate([1.0, math.nan, math.inf, 0.5, math.nan, math.nan])] == \
+        [False, True, True, False, True, True]  # a finite step resets the run of skips
+    assert guard.total == 4 and guard.consecutive == 2
+    with pytest.raises(VidtuneError, match=r"sft: 3 optimiser steps in a row .* step 7"):
+        guard.record(math.nan, 7)

@@ -15,7 +15,6 @@ update is the single-process update to float rounding. Rank 0 alone logs, checkp
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from vidtune.runtime.distributed import (World, all_reduce_gradients, check_worl
 from vidtune.runtime.fsdp import export_stage, prepare_training, save_stage_checkpoint
 from vidtune.sampling.ode import generate
 from vidtune.stages.dpo_step import DPOBatch, dpo_step
-from vidtune.stages.optim_step import clipped_step
+from vidtune.stages.optim_step import SkipGuard, clipped_step
 from vidtune.stages.sft import export
 from vidtune.world.dataset import examples, render_prompt
 from vidtune.world.grammar import caption, parse
@@ -274,7 +273,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
               f"{start}→{cfg.steps}, β0 {cfg.beta} ({cfg.beta_schedule}, κ={cfg.kappa}), backward {cfg.backward}")
         rewind_metrics(metrics.path, "dpo", start)
     t_last = time.time()
-    skipped = 0  # optimiser steps skipped on a non-finite gradient (stages/optim_step.clipped_step)
+    guard = SkipGuard("dpo")  # steps skipped on a non-finite gradient; 3 in a row stop the run
     with make_progress() as bar:
         task = bar.add_task("dpo", total=cfg.steps, completed=start, info="", visible=progress)
         for step in range(start, cfg.steps):
@@ -286,14 +285,14 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
             if not fsdp:  # FSDP averaged the shards' gradients in each backward
                 all_reduce_gradients(params, "mean")
             gnorm = clipped_step(opt, params, cfg.max_grad_norm)
-            skipped += not math.isfinite(gnorm)
+            guard.record(gnorm, step + 1)
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 means = reduce_over_ranks(torch.stack([out.loss, out.accuracy, out.margin, out.winner_gap,
                                                        out.loser_gap]))  # means over equal shards: batch means
                 loss, accuracy, margin, winner_gap, loser_gap = means.tolist()
                 if lead:
                     metrics.log(step + 1, loss=loss, implicit_accuracy=accuracy, margin=margin,
-                                winner_gap=winner_gap, loser_gap=loser_gap, beta=beta, grad_norm=gnorm, skipped_steps=skipped,
+                                winner_gap=winner_gap, loser_gap=loser_gap, beta=beta, grad_norm=gnorm, skipped_step=guard.total,
                                 step_time=(time.time() - t_last) / cfg.log_every)
                 t_last = time.time()
                 bar.update(task, info=f"acc {accuracy:.2f}")

@@ -43,7 +43,7 @@ from vidtune.sampling.ode import guided_velocity
 from vidtune.sampling.rollout import RolloutSpec, rollout, trained_per_sample, transition_eval
 from vidtune.stages.grpo_rewards import score_on_lead, score_shards
 from vidtune.stages.grpo_signal import SignalState, compute_signal
-from vidtune.stages.optim_step import clipped_step
+from vidtune.stages.optim_step import SkipGuard, clipped_step
 from vidtune.stages.sft import export
 from vidtune.types import Rollout
 from vidtune.world.dataset import examples
@@ -161,7 +161,8 @@ def vipo_maps(extractor, videos: torch.Tensor, cfg: GRPOConfig, latent_fhw,
 
 
 def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid: torch.Tensor, cfg: GRPOConfig,
-           opt, params, it: int, world: World = World(0, 1, 0), fsdp: bool = False) -> dict:
+           opt, params, it: int, world: World = World(0, 1, 0), fsdp: bool = False,
+           guard: SkipGuard | None = None) -> dict:
     """Clipped-surrogate updates over the stored transitions (§2.4): per (micro-batch, transition) backward with
     the stated weights (``micro_batch`` rows at a time, each normalised by the whole minibatch's B_valid), one
     optimiser step per minibatch. ``ref`` is π_ref (models/factory.reference_policy), used for the KL term.
@@ -228,7 +229,7 @@ def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid
             if not fsdp:  # FSDP summed the shards' gradients in each backward
                 all_reduce_gradients(params, "sum")
             gnorm = clipped_step(opt, params, cfg.max_grad_norm)
-            if not math.isfinite(gnorm):
+            if (guard or SkipGuard("grpo")).record(gnorm, it + 1):
                 stats["skipped_step"] += 1
                 continue
             stats["grad_norm"].append(gnorm)
@@ -360,6 +361,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
               f"{sum(p.numel() for p in params) / 1e6:.3f} M, refinements: "
               + (", ".join(k for k in ("vipo", "bpgo", "curriculum", "joint") if getattr(cfg, k).enabled) or "none"))
         rewind_metrics(metrics.path, "grpo", start)
+    guard = SkipGuard("grpo")  # optimiser steps skipped on a non-finite gradient; 3 in a row stop the run
     with make_progress() as bar:
         task = bar.add_task("grpo", total=cfg.iterations, completed=start, info="", visible=progress)
         for it in range(start, cfg.iterations):
@@ -392,7 +394,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
             adv, aux, valid = (None if z is None else z.to(device) for z in (adv, aux, sig.valid))
             policy.train()
             t3 = time.time()
-            upd = update(policy, ref, ro, cond, uncond, adv, aux, valid, cfg, opt, params, it, world, fsdp)
+            upd = update(policy, ref, ro, cond, uncond, adv, aux, valid, cfg, opt, params, it, world, fsdp, guard)
             for i, name in enumerate(scored.head_names):
                 col = heads[:, i]
                 logs[f"reward/{name}"] = float(torch.nanmean(col))

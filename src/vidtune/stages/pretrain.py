@@ -7,7 +7,6 @@ resumed run sees exactly the batches an uninterrupted run would. Checkpoints are
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from vidtune.models.tiny import TinyConfig, TinyVideoPolicy, load_tiny
 from vidtune.math.schedules import warmup_stable_decay
 from vidtune.progress import make_progress
 from vidtune.stages.fm_step import draw_batch, fm_loss
-from vidtune.stages.optim_step import clipped_step
+from vidtune.stages.optim_step import SkipGuard, clipped_step
 from vidtune.runlog import MetricsWriter, rewind_metrics, atomic_torch_save, load_checkpoint, make_run_dir
 from vidtune.world.dataset import captions, examples, render_bank, with_pan_contrast
 
@@ -74,7 +73,7 @@ def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
 
     t_last, loss_acc, n_acc = time.time(), 0.0, 0
     rewind_metrics(metrics.path, "pretrain", start)
-    skipped = 0  # optimiser steps skipped on a non-finite gradient (stages/optim_step.clipped_step)
+    guard = SkipGuard("pretrain")  # steps skipped on a non-finite gradient; 3 in a row stop the run
     with make_progress() as bar:
         task = bar.add_task("pretrain", total=cfg.steps, completed=start, info="", visible=progress)
         for step in range(start, cfg.steps):
@@ -86,12 +85,12 @@ def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = clipped_step(opt, list(model.parameters()), cfg.max_grad_norm)
-            skipped += not math.isfinite(gnorm)
+            guard.record(gnorm, step + 1)
             ema.update_parameters(model)
             loss_acc, n_acc = loss_acc + loss.item(), n_acc + 1
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 dt = (time.time() - t_last) / n_acc
-                metrics.log(step + 1, loss=loss_acc / n_acc, grad_norm=gnorm, skipped_steps=skipped, lr=opt.param_groups[0]["lr"],
+                metrics.log(step + 1, loss=loss_acc / n_acc, grad_norm=gnorm, skipped_step=guard.total, lr=opt.param_groups[0]["lr"],
                             step_time=dt)
                 bar.update(task, info=f"loss {loss_acc / n_acc:.4f}  {dt * 1000:.0f} ms/step")
                 t_last, loss_acc, n_acc = time.time(), 0.0, 0

@@ -15,7 +15,6 @@ one process, to float rounding); rank 0 alone writes metrics, checkpoints and th
 from __future__ import annotations
 
 import copy
-import math
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -37,7 +36,7 @@ from vidtune.runtime.distributed import (ForwardWith, World, check_world, reduce
                                          wrap_ddp)
 from vidtune.runtime.fsdp import export_stage, prepare_training, save_stage_checkpoint
 from vidtune.stages.fm_step import draw_batch, fm_loss
-from vidtune.stages.optim_step import clipped_step
+from vidtune.stages.optim_step import SkipGuard, clipped_step
 from vidtune.world.dataset import Example, captions, examples, render_bank, with_pan_contrast
 
 
@@ -204,7 +203,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
         rewind_metrics(metrics.path, "sft", start)
 
     t_last = time.time()
-    skipped = 0  # optimiser steps skipped on a non-finite gradient (stages/optim_step.clipped_step)
+    guard = SkipGuard("sft")  # steps skipped on a non-finite gradient; 3 in a row stop the run
     with make_progress() as bar:
         task = bar.add_task("sft", total=cfg.steps, completed=start, info="", visible=progress)
         for step in range(start, cfg.steps):
@@ -221,14 +220,14 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             gnorm = clipped_step(opt, params, cfg.max_grad_norm)
-            skipped += not math.isfinite(gnorm)
+            guard.record(gnorm, step + 1)
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 loss = reduce_over_ranks(out.loss.detach())  # every rank joins the all-reduce
                 epe = None if out.epe is None else reduce_over_ranks(out.epe)
                 if lead:
                     dt = (time.time() - t_last) / cfg.log_every
                     extra = {} if epe is None else {"flow_epe": float(epe)}
-                    metrics.log(step + 1, loss=loss.item(), **extra, grad_norm=gnorm, skipped_steps=skipped,
+                    metrics.log(step + 1, loss=loss.item(), **extra, grad_norm=gnorm, skipped_step=guard.total,
                                 weight_min=float(w.omega.min()),
                                 weight_max=float(w.omega.max()), psi_hat_mean=float(w.psi_hat.mean()),
                                 psi_missing=w.n_missing, step_time=dt)

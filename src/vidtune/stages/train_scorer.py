@@ -20,7 +20,6 @@ run replays the batches of an uninterrupted one; checkpoints are atomic; the mod
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections import defaultdict
@@ -35,7 +34,7 @@ from vidtune.math.schedules import warmup_cosine
 from vidtune.progress import make_progress
 from vidtune.rewards.scorer_model import ScorerModelConfig, VideoTextScorer, load_scorer
 from vidtune.runlog import MetricsWriter, atomic_torch_save, load_checkpoint, make_run_dir
-from vidtune.stages.optim_step import clipped_step
+from vidtune.stages.optim_step import SkipGuard, clipped_step
 from vidtune.world.corrupt import CORRUPTIBLE, corrupt
 from vidtune.world.dataset import examples, render_bank
 from vidtune.world.grammar import Scene, caption, loose
@@ -243,7 +242,7 @@ def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
         return f"  held-out top-1 {res['top1']:.3f}"
 
     t_last, acc, n_acc, info_eval = time.time(), defaultdict(float), 0, ""
-    skipped = 0  # optimiser steps skipped on a non-finite gradient (stages/optim_step.clipped_step)
+    guard = SkipGuard("train-scorer")  # steps skipped on a non-finite gradient; 3 in a row stop the run
     with make_progress() as bar:
         task = bar.add_task("train-scorer", total=cfg.steps, completed=start, info="", visible=progress)
         for step in range(start, cfg.steps):
@@ -255,14 +254,14 @@ def run(recipe: Recipe, run_dir: str | Path, progress: bool = True) -> Path:
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             gnorm = clipped_step(opt, list(model.parameters()), cfg.max_grad_norm)
-            skipped += not math.isfinite(gnorm)
+            guard.record(gnorm, step + 1)
             for k, v in (("loss", out.loss.item()), ("v2t", float(out.v2t)), ("t2v", float(out.t2v)),
                          ("hard_acc", out.hard_acc), ("noise_acc", out.noise_acc)):
                 acc[k] += v
             n_acc += 1
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 dt = (time.time() - t_last) / n_acc
-                metrics.log(step + 1, **{k: v / n_acc for k, v in acc.items()}, grad_norm=gnorm, skipped_steps=skipped,
+                metrics.log(step + 1, **{k: v / n_acc for k, v in acc.items()}, grad_norm=gnorm, skipped_step=guard.total,
                             lr=opt.param_groups[0]["lr"], scale=float(model.scale().detach()), step_time=dt)
                 bar.update(task, info=f"loss {acc['loss'] / n_acc:.3f}  hard-neg acc {acc['hard_acc'] / n_acc:.3f}"
                                       f"{info_eval}  {dt * 1000:.0f} ms/step")
