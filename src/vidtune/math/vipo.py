@@ -6,7 +6,7 @@ The per-frame structuring map S_τ lives in `vidtune.math.vipo_map`. Pure torch;
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
@@ -16,6 +16,7 @@ from vidtune.math.vipo_map import frame_map
 
 VaeTime = Literal["causal", "noncausal", "pixel"]
 FallbackReason = Literal["extractor", "shape", "non_finite", "range"]
+FALLBACK_REASONS: tuple[str, ...] = get_args(FallbackReason)
 FALLBACK_RANGE = 1e-6  # final volume range at or below this → M ≡ 1
 
 

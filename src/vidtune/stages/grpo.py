@@ -28,7 +28,7 @@ from vidtune.config import GRPOConfig, Recipe, RewardConfig
 from vidtune.data.prompts import PromptSource, check_prompts, first_frame_files, load_first_frames, read_prompts
 from vidtune.errors import VidtuneError
 from vidtune.math.grpo_loss import grpo_objective, kl_to_reference
-from vidtune.math.vipo import dense_advantage, vipo_map_batch
+from vidtune.math.vipo import FALLBACK_REASONS, dense_advantage, vipo_map_batch
 from vidtune.models.factory import (attach_lora, load_policy, load_trainable_state, prompt_checker, reference_policy,
                                     vipo_time_layout)
 from vidtune.progress import make_progress
@@ -148,15 +148,22 @@ def vipo_maps(extractor, videos: torch.Tensor, cfg: GRPOConfig, latent_fhw,
               layout: tuple[str, int]) -> tuple[torch.Tensor, dict]:
     """ViPO maps [B, F, H, W] on the latent grid ``latent_fhw``, frames aligned by the policy's time ``layout``
     (models/factory.vipo_time_layout), and their logs. A map depends on its own video only; under data parallelism
-    the logs cover the whole batch (counts summed, the mean averaged over the ranks' equal shards)."""
-    feats, cover = extractor.features(videos)
+    the logs cover the whole batch (counts summed, the mean averaged over the ranks' equal shards). An extractor that
+    raises gives every sample M ≡ 1 (§4, fallback "extractor"; the error is printed) instead of stopping the run."""
+    try:
+        feats, cover = extractor.features(videos)
+    except Exception as e:  # noqa: BLE001 — any extractor failure falls back to scalar credit (§4)
+        print(f"grpo: ViPO extractor failed ({type(e).__name__}: {e}); M = 1 for this batch", flush=True)
+        feats, cover = [None] * len(videos), []
     vae, stride = layout
     vb = vipo_map_batch(feats, cover, latent_fhw, vae=vae, stride=stride, k=cfg.vipo.k, sigma=cfg.vipo.sigma,
                         renorm=cfg.vipo.renorm)
-    counts = torch.tensor([sum(f is not None for f in vb.fallback), sum(vb.const_frames)])
-    fallback, const = reduce_over_ranks(counts, "sum").tolist()
+    counts = torch.tensor([sum(f is not None for f in vb.fallback), sum(vb.const_frames),
+                           *(sum(f == r for f in vb.fallback) for r in FALLBACK_REASONS)])
+    fallback, const, *by_reason = reduce_over_ranks(counts, "sum").tolist()
     logs = {"vipo/fallback": fallback, "vipo/const_frame": const,
             "vipo/map_mean": float(reduce_over_ranks(vb.map.mean()))}
+    logs |= {f"vipo/fallback/{r}": n for r, n in zip(FALLBACK_REASONS, by_reason)}
     return vb.map.float(), logs
 
 
@@ -362,6 +369,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
               + (", ".join(k for k in ("vipo", "bpgo", "curriculum", "joint") if getattr(cfg, k).enabled) or "none"))
         rewind_metrics(metrics.path, "grpo", start)
     guard = SkipGuard("grpo")  # optimiser steps skipped on a non-finite gradient; 3 in a row stop the run
+    discarded = 0  # rollout batches discarded on a non-finite velocity (§1)
     with make_progress() as bar:
         task = bar.add_task("grpo", total=cfg.iterations, completed=start, info="", visible=progress)
         for it in range(start, cfg.iterations):
@@ -369,13 +377,27 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
             idx = iteration_prompts(pool.prompts, it, seed, cfg.prompts_per_iter)
             own = idx[own_prompts]
             policy.eval()
-            if fleet is not None:  # the rollout workers, with this iteration's weights
-                ro, cond, uncond = fleet.rollout(policy, [pool.prompts[i] for i in own],
-                                                 pool_images(pool, own, policy), cfg.group_size, spec,
-                                                 seed * 1009 + it)
-            else:
-                ro, cond, uncond = do_rollout(policy, [pool.prompts[i] for i in own], cfg.group_size, spec,
-                                              seed * 1009 + it, pool_images(pool, own, policy), rows, b)
+            failed = 0
+            try:
+                if fleet is not None:  # the rollout workers, with this iteration's weights
+                    ro, cond, uncond = fleet.rollout(policy, [pool.prompts[i] for i in own],
+                                                     pool_images(pool, own, policy), cfg.group_size, spec,
+                                                     seed * 1009 + it)
+                else:
+                    ro, cond, uncond = do_rollout(policy, [pool.prompts[i] for i in own], cfg.group_size, spec,
+                                                  seed * 1009 + it, pool_images(pool, own, policy), rows, b)
+            except FloatingPointError as e:  # §1: a non-finite velocity discards the batch, never trained on
+                failed = 1
+                print(f"grpo: iteration {it + 1}: {e}", flush=True)
+            if int(reduce_over_ranks(torch.tensor(failed), "max")):  # every rank skips the iteration together
+                discarded += 1
+                if lead:
+                    metrics.log(it + 1, discarded_batch=discarded, iter_time=time.time() - t0)
+                if (it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iterations:
+                    save_stage_checkpoint(ckpt, policy, opt, fsdp=fsdp, lead=lead, signal=state, iteration=it + 1,
+                                          prior=prior)
+                bar.advance(task)
+                continue
             videos = policy.decode(ro.final).cpu()
             t1 = time.time()
             scored = (score_on_lead(scorer, videos, ro.prompts, lead) if shared
