@@ -164,3 +164,26 @@ def test_batch_weights_have_mean_one_over_the_drawn_batch():
     omega = torch.tensor([0.5, 1.0, 1.5, 1.0])
     assert batch_weights(omega[[0, 2, 2]]).tolist() == pytest.approx([3 / 7, 9 / 7, 9 / 7])
     assert batch_weights(torch.full((3,), 2.5)).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_eps_beta_t_is_epsilon_space_diffusion_dpo():
+    """§8 property 2: with β_t = β(1 − t)² on velocity errors, the loss equals Wallace et al.'s ε-space Diffusion-DPO
+    (constant β) on ε̂ = x_t + (1 − t)·v, for the same t and ε per pair (ε̂ − ε = (1 − t)(v − (ε − x_0)))."""
+    g = torch.Generator().manual_seed(0)
+    n, shape = 6, (3, 2, 4, 4)
+    t = torch.rand(n, generator=g, dtype=torch.float64)
+    eps = torch.randn(n, *shape, generator=g, dtype=torch.float64)
+    tt = t.view(-1, 1, 1, 1, 1)
+
+    def errors(x0, v):
+        target, xt = eps - x0, (1 - tt) * x0 + tt * eps
+        eps_hat = xt + (1 - tt) * v
+        return (v - target).pow(2).flatten(1).mean(1), (eps_hat - eps).pow(2).flatten(1).mean(1)
+
+    x0_w, x0_l = (torch.randn(n, *shape, generator=g, dtype=torch.float64) for _ in range(2))
+    (v_w, v_l, r_w, r_l) = (torch.randn(n, *shape, generator=g, dtype=torch.float64) for _ in range(4))
+    (ew, ew_eps), (el, el_eps) = errors(x0_w, v_w), errors(x0_l, v_l)
+    (rw, rw_eps), (rl, rl_eps) = errors(x0_w, r_w), errors(x0_l, r_l)
+    velocity = dpo_loss(ew, el, t, rw, rl, beta=3.0, beta_t="eps")
+    epsilon = dpo_loss(ew_eps, el_eps, t, rw_eps, rl_eps, beta=3.0, beta_t="constant")
+    assert torch.allclose(velocity.z, epsilon.z, rtol=1e-6) and torch.allclose(velocity.loss, epsilon.loss, rtol=1e-6)

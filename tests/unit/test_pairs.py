@@ -90,6 +90,8 @@ def test_synthetic_pairs_skip_reverse_for_i2v_and_static_clips_are_rejected():
     assert len(pairs) == 2 and rejected == {"reverse": 1, "freeze": 1}
     pairs, _ = synthetic_pairs(["p"], _clip(1)[None], ("reverse",), torch.Generator().manual_seed(0), i2v=True)
     assert pairs == []
+    with pytest.raises(VidtuneError, match=r"dpo.pairs.synthetic: \['freeze'\] .* these have 4"):
+        synthetic_pairs(["p"], _clip(1)[None, :4], ("reverse", "freeze"), torch.Generator().manual_seed(0))
 
 
 def test_pair_weights_drop_smallest_gaps_and_keep_unscored():

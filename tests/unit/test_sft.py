@@ -152,3 +152,19 @@ def test_x0_from_velocity_inverts_velocity_from_x0_by_hand():
     x0 = x0_from_velocity(xt, torch.full((2, 3), 0.4), t)
     assert torch.allclose(x0, torch.full((2, 3), 0.3))
     assert torch.allclose(velocity_from_x0(xt, x0, t), torch.full((2, 3), 0.4))
+
+
+def test_physics_sft_refuses_a_temporal_patch(tmp_path):
+    """The flow head pairs token frames; with patch (2, ·, ·) they are not the renderer's consecutive pixel frames."""
+    import pytest
+
+    from vidtune.config import load_recipe
+    from vidtune.errors import VidtuneError
+    from vidtune.models.tiny import TinyConfig, TinyVideoPolicy
+    from vidtune.stages.sft import trainable_policy
+
+    model = TinyVideoPolicy(TinyConfig(frames=4, size=16, patch=(2, 8, 8), hidden=32, depth=2, heads=2,
+                                       text_layers=1)).save_pretrained(tmp_path / "m")
+    recipe = load_recipe(None, [f"model.init={model}", "world.frames=4", "world.size=16", "sft.physics.enabled=true"])
+    with pytest.raises(VidtuneError, match=r"temporal patch of 1 .* \(2, 8, 8\)"):
+        trainable_policy(recipe)

@@ -161,7 +161,9 @@ def pair_weights(gaps: Tensor, drop_q: float = 0.25, clip: tuple[float, float] =
 def batch_weights(omega: Tensor) -> Tensor:
     """The pool weights ω of a drawn batch [b], renormalised to mean exactly 1 over it: ω_b ← ω_b / mean_batch(ω),
     as SFT does for its structure weights (ALGORITHMS.md §7), so the loss scale does not depend on which pairs a step
-    draws. ω ≡ c gives ones."""
+    draws. ω ≡ c gives ones. A deliberate addition to §8.1, whose ω has mean 1 over the kept pool only: it keeps the
+    relative weights within a batch and gives up the weighting between batches (a batch of one pair gets ω = 1),
+    which at the default batch of 8 keeps every step's gradient on the same scale."""
     w = omega.to(compute_dtype(omega))
     return w / w.mean()
 

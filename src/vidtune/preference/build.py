@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vidtune.errors import VidtuneError
 from vidtune.preference.pairs import PreferencePair
 from vidtune.preference.synthetic import RejectedNegative, temporal_negative
 
@@ -68,6 +69,10 @@ def synthetic_pairs(prompts: list[str], videos: torch.Tensor, kinds: tuple[str, 
                     i2v: bool = False) -> tuple[list[PreferencePair], dict[str, int]]:
     """One negative per (good clip, kind): the clip is the winner, its temporally corrupted copy the loser.
     Negatives too close to the original (< 2/255 mean difference) are rejected and counted."""
+    short = [k for k in kinds if k in ("freeze", "stall")]
+    if short and len(videos) and videos.shape[1] < 5:
+        raise VidtuneError(f"dpo.pairs.synthetic: {short} hold a frame for ⌈0.25·F⌉ ≥ 2 frames, which needs clips of "
+                           f"at least 5 frames; these have {videos.shape[1]}: drop them from the list")
     pairs, rejected = [], {k: 0 for k in kinds}
     for prompt, video in zip(prompts, videos):
         for kind in kinds:

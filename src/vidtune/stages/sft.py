@@ -119,6 +119,10 @@ def trainable_policy(recipe: Recipe, init: str | None = None):
     if ph.enabled:
         if not isinstance(policy, TinyVideoPolicy):
             raise VidtuneError("sft.physics.enabled needs the embedded model's motion branch; a Wan policy has none")
+        if policy.config.patch[0] != 1:
+            raise VidtuneError(f"sft.physics.enabled needs a temporal patch of 1 (one token frame per pixel frame, so "
+                               f"the flow head's pairs are the renderer's); this model's patch is "
+                               f"{tuple(policy.config.patch)}")
         if not policy.config.motion_branch:
             with torch.random.fork_rng():  # the branch's initial weights depend on run.seed only
                 torch.manual_seed(recipe.run.seed + 17)
