@@ -46,3 +46,24 @@ def test_world_source_builds_pairs_without_sampling():
         if prompt in winners:
             assert torch.equal(winners[prompt], video)
     assert {p.source for p in pairs} <= {"synthetic/reverse", "synthetic/freeze"}
+
+
+def test_on_policy_candidates_that_fail_a_gate_enter_no_pair(tiny_policy, monkeypatch):
+    """§8.2: both clips of an on-policy pair pass the safety gates. A gate that blocks every prompt colour marks
+    every candidate ineligible for hard-negative mining (and counts it); without it the same candidates are
+    eligible (Q is stubbed finite: a random model's quality heads are constant over the pool, which ranks nothing)."""
+    from vidtune.stages import dpo
+
+    seen = []
+    monkeypatch.setattr(dpo, "pool_quality", lambda heads, spread: torch.zeros(len(heads)))
+    monkeypatch.setattr(dpo, "hard_negative_pairs", lambda *a, **k: seen.append(a[5].clone()) or [])
+    base = ["run.threads=1", "world.frames=4", "world.size=16", "sampling.steps=2", "dpo.pairs.n_prompts=2",
+            "dpo.pairs.n_candidates=3", "dpo.pairs.synthetic=[]"]
+    recipe = load_recipe(None, base)
+    prompts = candidate_prompts(recipe)
+    _, open_counts = dpo.build_pairs(tiny_policy, prompts, recipe, progress=False)
+    gate = "[{reward: safety, kwargs: {colours: [red, green, blue, yellow, magenta, cyan], video_colours: []}}]"
+    _, counts = dpo.build_pairs(tiny_policy, prompts, load_recipe(None, base + [f"dpo.pairs.gates={gate}"]),
+                                progress=False)
+    assert open_counts["gated"] == 0 and counts["gated"] == 6
+    assert [m.tolist() for m in seen] == [[True] * 3, [True] * 3, [False] * 3, [False] * 3]

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from vidtune.config.grpo import GateConfig
 from vidtune.config.section import Section
 
 
@@ -33,6 +34,8 @@ class PairsConfig(Section):
         "embedded stand-in for real videos).")
     good_min: float = Field(0.5, ge=0, le=1, description="Verifier score a policy clip needs to serve as a winner.")
     human: str | None = Field(None, description="JSONL of human-ranked pairs (annotation export).")
+    gates: tuple[GateConfig, ...] = Field(
+        (), description="Gates (e.g. the safety gate) every on-policy candidate must pass to enter a pair (§8.2).")
 
 
 class DPOConfig(Section):

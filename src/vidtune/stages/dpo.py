@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vidtune.config import Recipe
+from vidtune.config import GateConfig, Recipe
 from vidtune.data.prompts import check_prompts, read_prompts
 from vidtune.math.clip_view import clip_view, window_starts
 from vidtune.math.dpo import batch_weights, dynamic_beta, pair_weights
@@ -31,7 +31,7 @@ from vidtune.preference.build import hard_negative_pairs, pool_quality, syntheti
 from vidtune.preference.pairs import PreferencePair, from_uint8, read_pairs, to_uint8, write_pairs
 from vidtune.progress import make_progress, track
 from vidtune.errors import VidtuneError
-from vidtune.rewards.compose import RewardSpec, build, compose
+from vidtune.rewards.compose import GateSpec, RewardSpec, build, compose
 from vidtune.rewards.verifier import ShapeWorldVerifier
 from vidtune.runlog import MetricsWriter, rewind_metrics, load_checkpoint, make_run_dir
 from vidtune.runtime.distributed import (World, all_reduce_gradients, check_world, gather_objects, reduce_over_ranks,
@@ -48,12 +48,14 @@ from vidtune.world.grammar import caption, parse
 QUALITY_HEADS = ("sharpness", "noise", "motion_smoothness", "freeze", "gravity")
 
 
-def shapeworld_judges():
+def shapeworld_judges(gates: tuple[GateConfig, ...] = ()):
     """Quality heads, semantic and embedding functions for the embedded world (see preference/build.py): the
     perceptual heads (sharpness, noise) and temporal critics (motion smoothness, freeze, gravity — NaN for a prompt
-    without gravity) as [B, K], Sem = verifier score, e = learned-scorer embedding (mean of its frame embeddings)."""
+    without gravity) as ([B, K], [B] passed every gate), Sem = verifier score, e = learned-scorer embedding (mean of
+    its frame embeddings)."""
     verifier = ShapeWorldVerifier()
-    quality_heads = build([RewardSpec(n) for n in QUALITY_HEADS])
+    quality_heads = build([RewardSpec(n) for n in QUALITY_HEADS],
+                          [GateSpec(g.reward, g.kwargs, g.floor, g.min_score, g.fail_closed, g.label) for g in gates])
     scorer = None
     try:
         from vidtune.rewards.scorer import LearnedScorer
@@ -66,7 +68,9 @@ def shapeworld_judges():
         return verifier(videos, prompts).scores
 
     def quality(videos, prompts):
-        return compose(quality_heads, videos, prompts).heads
+        out = compose(quality_heads, videos, prompts)
+        passed = ~out.gate_failed  # a gated candidate's (floored) heads stay out of the pool's normalisation
+        return torch.where(passed[:, None], out.heads, torch.nan), passed
 
     def embed(videos):
         if scorer is not None and videos.shape[-1] == scorer.model.config.size:
@@ -107,7 +111,7 @@ def build_pairs(policy, prompts: list[str], recipe: Recipe, progress: bool) -> t
     prompt's candidates are sampled and judged first (kept as uint8, the precision of the pair file), then the
     quality heads are normalised over the whole pool (:func:`pool_quality`) and each prompt's pairs are formed."""
     cfg, s, seed = recipe.dpo.pairs, recipe.sampling, recipe.run.seed
-    quality, semantic, embed = shapeworld_judges()
+    quality, semantic, embed = shapeworld_judges(cfg.gates)
     pairs: list[PreferencePair] = []
     counts: dict = {}
     good_videos, good_prompts, pool = [], [], []
@@ -118,17 +122,18 @@ def build_pairs(policy, prompts: list[str], recipe: Recipe, progress: bool) -> t
                         guidance=s.guidance, batch_size=s.batch_size)
         sem = semantic(vids, [prompt] * len(vids))
         if cfg.on_policy:
-            pool.append((prompt, to_uint8(vids), quality(vids, [prompt] * len(vids)), sem, embed(vids)))
+            pool.append((prompt, to_uint8(vids), *quality(vids, [prompt] * len(vids)), sem, embed(vids)))
         best = int(torch.nan_to_num(sem, nan=-1.0).argmax())
         if float(sem[best]) >= cfg.good_min:
             good_videos.append(vids[best])
             good_prompts.append(prompt)
     if pool:
-        q_all = pool_quality(torch.cat([heads for _, _, heads, _, _ in pool]), cfg.min_spread)
-        for (prompt, vids, _, sem, emb), q in zip(pool, q_all.split(cfg.n_candidates)):
+        q_all = pool_quality(torch.cat([heads for _, _, heads, _, _, _ in pool]), cfg.min_spread)
+        for (prompt, vids, _, passed, sem, emb), q in zip(pool, q_all.split(cfg.n_candidates)):
             pairs += hard_negative_pairs(prompt, from_uint8(vids), q, sem, emb,
-                                         torch.isfinite(q) & torch.isfinite(sem),
+                                         torch.isfinite(q) & torch.isfinite(sem) & passed,
                                          sem_tol=cfg.sem_tol, cos_min=cfg.cos_min, q_gap=cfg.q_gap)
+        counts["gated"] = sum(int((~passed).sum()) for _, _, _, passed, _, _ in pool)
     counts["on_policy"] = len(pairs)
     if cfg.synthetic and cfg.synthetic_from == "world":
         good_prompts, good_videos = world_clips(prompts, recipe)
