@@ -193,6 +193,7 @@ def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid
     clip = cfg.vipo.clip_range if cfg.vipo.enabled else cfg.clip_range
     heads = cfg.joint.enabled and cfg.joint.combine == "loss"  # adv is [B, N], pre-weighted per head (§6.1)
     g = torch.Generator().manual_seed(it * 31 + 5)
+    guard = guard or SkipGuard("grpo")  # a caller that passes none still gets the §0 rule within this update
     stats = {"loss": 0.0, "means": torch.zeros(len(RATIO_MEANS), 2, dtype=torch.float64), "ratio_min": math.inf,
              "ratio_max": -math.inf, "grad_norm": [], "skipped_step": 0}
     for _ in range(cfg.inner_epochs):
@@ -236,7 +237,7 @@ def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid
             if not fsdp:  # FSDP summed the shards' gradients in each backward
                 all_reduce_gradients(params, "sum")
             gnorm = clipped_step(opt, params, cfg.max_grad_norm)
-            if (guard or SkipGuard("grpo")).record(gnorm, it + 1):
+            if guard.record(gnorm, it + 1):
                 stats["skipped_step"] += 1
                 continue
             stats["grad_norm"].append(gnorm)
