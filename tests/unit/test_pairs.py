@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vidtune.errors import VidtuneError
-from vidtune.preference.build import hard_negative_pairs, pool_quality, synthetic_pairs
+from vidtune.preference.build import dynamic_sources, hard_negative_pairs, pool_quality, synthetic_pairs
 from vidtune.preference.pairs import PreferencePair, read_pairs, save_clip, write_pairs
 from vidtune.stages.dpo import pair_weight_vector
 
@@ -92,6 +92,15 @@ def test_synthetic_pairs_skip_reverse_for_i2v_and_static_clips_are_rejected():
     assert pairs == []
     with pytest.raises(VidtuneError, match=r"dpo.pairs.synthetic: \['freeze'\] .* these have 4"):
         synthetic_pairs(["p"], _clip(1)[None, :4], ("reverse", "freeze"), torch.Generator().manual_seed(0))
+
+
+def test_dynamic_sources_keep_only_flagged_clips_and_count_the_rest():
+    videos = [_clip(i) for i in range(3)]
+    prompts, kept, static = dynamic_sources(["a", "b", "c"], videos, torch.tensor([True, False, True]))
+    assert prompts == ["a", "c"] and static == 1
+    assert torch.equal(kept[0], videos[0]) and torch.equal(kept[1], videos[2])
+    with pytest.raises(ValueError, match="3 clips, 2 flags"):
+        dynamic_sources(["a", "b", "c"], videos, torch.tensor([True, False]))
 
 
 def test_pair_weights_drop_smallest_gaps_and_keep_unscored():

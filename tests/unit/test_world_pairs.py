@@ -48,6 +48,19 @@ def test_world_source_builds_pairs_without_sampling():
     assert {p.source for p in pairs} <= {"synthetic/reverse", "synthetic/freeze"}
 
 
+def test_static_world_clips_are_no_synthetic_winners():
+    """§8.2: a synthetic winner must be dynamic (§10.2). A "still" prompt renders a static clip: with the filter it
+    is dropped and counted, without it its reversed copy (≈ the clip) is only caught by the 2/255 rejection."""
+    over = ["dpo.pairs.on_policy=false", "dpo.pairs.synthetic_from=world", "dpo.pairs.synthetic=[reverse]"]
+    recipe = load_recipe(None, over)
+    prompts = ["a red circle stays still", "a red circle falls"]
+    pairs, counts = build_pairs(_NoSampling(), prompts, recipe, progress=False)
+    assert counts["static"] == 1 and [p.prompt for p in pairs] == ["a red circle falls"]
+    _, counts = build_pairs(_NoSampling(), prompts, load_recipe(None, over + ["dpo.pairs.dynamic_only=false"]),
+                            progress=False)
+    assert "static" not in counts and counts["synthetic"] + counts["rejected/reverse"] == 2
+
+
 def test_on_policy_candidates_that_fail_a_gate_enter_no_pair(tiny_policy, monkeypatch):
     """§8.2: both clips of an on-policy pair pass the safety gates. A gate that blocks every prompt colour marks
     every candidate ineligible for hard-negative mining (and counts it); without it the same candidates are

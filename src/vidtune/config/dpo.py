@@ -32,6 +32,9 @@ class PairsConfig(Section):
         "policy", description="Where the good clips of synthetic pairs come from: the policy's best candidate per "
         "prompt (verifier ≥ good_min), or the ShapeWorld renderer's ground truth for the candidate prompts (the "
         "embedded stand-in for real videos).")
+    dynamic_only: bool = Field(
+        True, description="Only clips that are dynamic by the §10.2 dynamic-degree criterion serve as synthetic "
+        "winners (§8.2): a static clip's reversed or frozen copy is no negative. Dropped clips are counted (static).")
     good_min: float = Field(0.5, ge=0, le=1, description="Verifier score a policy clip needs to serve as a winner.")
     human: str | None = Field(None, description="JSONL of human-ranked pairs (annotation export).")
     gates: tuple[GateConfig, ...] = Field(

@@ -65,6 +65,17 @@ def hard_negative_pairs(prompt: str, videos: torch.Tensor, quality: torch.Tensor
     return pairs
 
 
+def dynamic_sources(prompts: list[str], videos: list[torch.Tensor], dynamic: torch.Tensor
+                    ) -> tuple[list[str], list[torch.Tensor], int]:
+    """§8.2 source filter of synthetic negatives: only clips that are dynamic by the §10.2 dynamic-degree criterion
+    (``dynamic`` [N] bool, one flag per clip) may serve as y_w, since a static clip's reversed, shuffled or frozen copy
+    is ≈ y_w. Returns the kept prompts and clips and the number of static clips dropped."""
+    if len(dynamic) != len(videos) or len(prompts) != len(videos):
+        raise ValueError(f"dynamic_sources: {len(prompts)} prompts, {len(videos)} clips, {len(dynamic)} flags")
+    keep = [i for i, d in enumerate(dynamic.tolist()) if d]
+    return [prompts[i] for i in keep], [videos[i] for i in keep], len(videos) - len(keep)
+
+
 def synthetic_pairs(prompts: list[str], videos: torch.Tensor, kinds: tuple[str, ...], generator: torch.Generator,
                     i2v: bool = False) -> tuple[list[PreferencePair], dict[str, int]]:
     """One negative per (good clip, kind): the clip is the winner, its temporally corrupted copy the loser.

@@ -27,11 +27,12 @@ from vidtune.math.clip_view import clip_view, window_starts
 from vidtune.math.dpo import batch_weights, dynamic_beta, pair_weights
 from vidtune.math.flow_matching import sample_t
 from vidtune.models.factory import attach_lora, load_policy, load_trainable_state, reference_policy
-from vidtune.preference.build import hard_negative_pairs, pool_quality, synthetic_pairs
+from vidtune.preference.build import dynamic_sources, hard_negative_pairs, pool_quality, synthetic_pairs
 from vidtune.preference.pairs import PreferencePair, from_uint8, read_pairs, to_uint8, write_pairs
 from vidtune.progress import make_progress, track
 from vidtune.errors import VidtuneError
 from vidtune.rewards.compose import GateSpec, RewardSpec, build, compose
+from vidtune.rewards.temporal import dynamic_degree
 from vidtune.rewards.verifier import ShapeWorldVerifier
 from vidtune.runlog import MetricsWriter, rewind_metrics, load_checkpoint, make_run_dir
 from vidtune.runtime.distributed import (World, all_reduce_gradients, check_world, gather_objects, reduce_over_ranks,
@@ -137,6 +138,9 @@ def build_pairs(policy, prompts: list[str], recipe: Recipe, progress: bool) -> t
     counts["on_policy"] = len(pairs)
     if cfg.synthetic and cfg.synthetic_from == "world":
         good_prompts, good_videos = world_clips(prompts, recipe)
+    if cfg.synthetic and good_videos and cfg.dynamic_only:
+        flags = dynamic_degree()(torch.stack(good_videos), good_prompts).components["dynamic"] == 1
+        good_prompts, good_videos, counts["static"] = dynamic_sources(good_prompts, good_videos, flags)
     if cfg.synthetic and good_videos:
         n = min(cfg.n_synthetic_clips, len(good_videos))
         syn, rejected = synthetic_pairs(good_prompts[:n], torch.stack(good_videos[:n]), cfg.synthetic,
