@@ -96,3 +96,40 @@ def test_dpo_prompts_the_shapeworld_judges_cannot_read_fail_before_loading_the_m
     recipe = load_recipe(None, [f"dpo.pairs.prompts_file={f}", f"model.init={tmp_path / 'no-model'}"])
     with pytest.raises(VidtuneError, match=rf"dpo.pairs.prompts_file \({f}; .*\), prompt 1 \(from 0\) 'a lighthouse"):
         dpo.run(recipe, tmp_path / "run", progress=False)
+
+
+def test_i2v_static_frame_prior_is_the_reward_of_the_held_first_frame_and_is_tied_to_its_reward(model_dir, tmp_path):
+    """§3 ``i2v_static_frame``: R⁰_p is the training reward of prompt p's first frame repeated for the clip length;
+    the checkpoint stores it with its reward, and resuming under another reward is an error naming the field."""
+    import torch
+
+    from vidtune.data.prompts import load_first_frames
+    from vidtune.rewards.compose import RewardSpec, build, compose
+    from vidtune.runlog import load_checkpoint
+
+    img = tmp_path / "img"
+    img.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(2):  # textured frames of different sharpness, so the two priors differ
+        cv2.imwrite(str(img / f"{k}.png"), cv2.GaussianBlur(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8),
+                                                            (0, 0), 0.3 + 2 * k))
+    f = write(tmp_path / "p.txt", "\n".join(GOOD))
+    keys = [f"grpo.prompts_file={f}", f"grpo.images_dir={img}", "grpo.bpgo.enabled=true",
+            "grpo.bpgo.prior=i2v_static_frame"]
+    grpo.run(tiny_recipe(model_dir, *keys, "grpo.reward.heads=[{reward: sharpness}]"), tmp_path / "run",
+             progress=False)
+    saved = load_checkpoint(tmp_path / "run" / "grpo" / "checkpoint" / "state.pt")
+    first = load_first_frames([img / "0.png", img / "1.png"], 16, 16)
+    held = first[:, None].expand(-1, 4, -1, -1, -1)
+    expected = compose(build([RewardSpec("sharpness")]), held, GOOD).scalar
+    assert torch.allclose(saved["prior"], expected) and float(expected[0] - expected[1]) > 0.05
+    assert saved["prior_record"]["prior"] == "i2v_static_frame"
+    other = tiny_recipe(model_dir, *keys, "grpo.reward.heads=[{reward: noise}]", "grpo.iterations=2")
+    with pytest.raises(VidtuneError, match=r"prior was built for another reward or sampler \(reward: stored"):
+        grpo.run(other, tmp_path / "run", progress=False)
+
+
+def test_the_static_frame_prior_needs_first_frames():
+    with pytest.raises(ConfigError, match="i2v_static_frame .* needs grpo.images_dir"):
+        load_recipe(None, ["grpo.bpgo.enabled=true", "grpo.bpgo.prior=i2v_static_frame",
+                           "grpo.reward.heads=[{reward: sharpness}]"])

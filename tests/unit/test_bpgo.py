@@ -287,3 +287,19 @@ def test_bad_inputs_raise():
         bpgo_advantages(rewards, prior, 4, ras="prior")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="k_mode"):
         sharpness(SharpnessState(), prior, mode="adaptive")  # type: ignore[arg-type]
+
+
+def test_prior_record_check_accepts_the_same_record_and_old_checkpoints_and_names_what_changed():
+    from vidtune.config import load_recipe
+    from vidtune.errors import VidtuneError
+    from vidtune.stages.grpo_prior import check_prior_record, prior_record
+
+    on = ["grpo.bpgo.enabled=true", "grpo.reward.heads=[{reward: sharpness}]"]
+    rec = prior_record(load_recipe(None, on).grpo)
+    check_prior_record(rec, dict(rec))
+    check_prior_record(None, rec)  # a checkpoint from before records existed
+    more = prior_record(load_recipe(None, on + ["grpo.bpgo.n_prior=8"]).grpo)
+    with pytest.raises(VidtuneError, match=r"\(n_prior: stored 4, now 8\)"):
+        check_prior_record(rec, more)
+    ema = prior_record(load_recipe(None, on + ["grpo.bpgo.prior=ema"]).grpo)
+    assert "n_prior" not in ema and "rollout" not in ema

@@ -80,7 +80,9 @@ class BpgoConfig(Section):
     lam: float = 1.0
     varsigma: float = Field(1.0, ge=0, description="ς: weight of the CRT surrogate term.")
     ras_scales_crt: bool = False
-    prior: Literal["t2v_reference", "ema"] = "t2v_reference"
+    prior: Literal["t2v_reference", "i2v_static_frame", "ema"] = Field(
+        "t2v_reference", description="R⁰_p: mean reward of n_prior reference rollouts (T2V), the reward of the "
+        "conditioning frame held still (I2V; needs grpo.images_dir), or a moving average of group means.")
 
     @field_validator("crt", mode="before")
     @classmethod
@@ -169,6 +171,9 @@ class GRPOConfig(Section):
                              "grpo.joint.enabled use grpo.joint.combine=advantage")
         if self.joint.enabled and len(self.reward.heads) < 2:
             raise ValueError("grpo.joint.enabled needs at least two reward heads (grpo.reward.heads)")
+        if self.bpgo.enabled and self.bpgo.prior == "i2v_static_frame" and self.images_dir is None:
+            raise ValueError("grpo.bpgo.prior=i2v_static_frame scores each prompt's conditioning frame: it needs "
+                             "grpo.images_dir (I2V)")
         if self.images_dir is not None and self.prompts_file is None:
             raise ValueError("grpo.images_dir needs grpo.prompts_file (first frames are matched to its prompts)")
         level = self.rollout.eta if self.rollout.schedule == "dance" else self.rollout.a

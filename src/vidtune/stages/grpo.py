@@ -42,6 +42,7 @@ from vidtune.runtime.ray_stage import pool_roles, run_on_pool
 from vidtune.sampling.ode import guided_velocity
 from vidtune.sampling.rollout import RolloutSpec, rollout, trained_per_sample, transition_eval
 from vidtune.stages.grpo_rewards import score_on_lead, score_shards
+from vidtune.stages.grpo_prior import check_prior_record, prior_record, static_frame_prior
 from vidtune.stages.grpo_signal import SignalState, compute_signal
 from vidtune.stages.optim_step import SkipGuard, clipped_step
 from vidtune.stages.sft import export
@@ -346,10 +347,16 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
     extractor = vipo_extractor(cfg.vipo.extractor, device) if cfg.vipo.enabled else None
     state, start = SignalState(), 0
     ckpt = stage_dir / "checkpoint" / "state.pt"
-    prior = None
+    prior, record = None, prior_record(cfg)
     if (saved := load_checkpoint(ckpt)) is not None:
         load_trainable_state(policy, saved["model"])
         state, start, prior = saved["signal"], saved["iteration"], saved["prior"]
+        if prior is not None:
+            check_prior_record(saved.get("prior_record"), record)
+    elif cfg.bpgo.enabled and cfg.bpgo.prior == "i2v_static_frame":
+        first = pool_images(pool, list(range(len(pool.prompts))), ref)
+        prior = (static_frame_prior(scorer, pool.prompts, first, ref.config.frames) if lead or not shared else None)
+        prior = broadcast_object(prior) if shared else prior  # the one reward pool is rank 0's
     elif cfg.bpgo.enabled and cfg.bpgo.prior == "t2v_reference":
         with torch.no_grad():
             if shared:  # rank 0 scores every pool prompt on the one pool
@@ -396,7 +403,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
                     metrics.log(it + 1, discarded_batch=discarded, iter_time=time.time() - t0)
                 if (it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iterations:
                     save_stage_checkpoint(ckpt, policy, opt, fsdp=fsdp, lead=lead, signal=state, iteration=it + 1,
-                                          prior=prior)
+                                          prior=prior, prior_record=record)
                 bar.advance(task)
                 continue
             videos = policy.decode(ro.final).cpu()
@@ -432,7 +439,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
             bar.update(task, info=f"reward {float(torch.nanmean(scalar)):.3f}")
             if (it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iterations:  # under FSDP: every rank gathers
                 save_stage_checkpoint(ckpt, policy, opt, fsdp=fsdp, lead=lead, signal=state, iteration=it + 1,
-                                      prior=prior)
+                                      prior=prior, prior_record=record)
             bar.advance(task)
     if scorer is not None:
         scorer.close()

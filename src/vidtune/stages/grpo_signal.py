@@ -116,7 +116,7 @@ def compute_signal(heads: torch.Tensor, scalar: torch.Tensor, valid: torch.Tenso
 
     if cfg.bpgo.enabled:
         b = cfg.bpgo
-        r0 = prior if b.prior == "t2v_reference" else ema_prior_values(state.ema_prior, p)
+        r0 = prior if b.prior != "ema" else ema_prior_values(state.ema_prior, p)
         ba = bpgo_advantages(scalar, r0, g, k_state=state.k_state, ras=b.ras, crt=b.crt, alpha=b.alpha,
                              k_mode=b.k_mode, k_target=b.k_target, k_fixed=b.k_fixed, lam=b.lam,
                              ras_scales_crt=b.ras_scales_crt, valid=valid, **adv_kw)
