@@ -36,3 +36,27 @@ def test_component_rewards_normalise_each_head_into_its_component():
     heads = torch.tensor([[50.0, 0.5, 0.25]])
     comps = component_rewards(heads, cfg, torch.tensor([0.0, 0.2, 0.0]), torch.tensor([100.0, 0.6, 1.0]))
     assert comps.tolist() == [pytest.approx([0.75, 0.25, 0.5])]  # visual, temporal, semantic
+
+
+def test_the_competence_curriculum_logs_w_c_d_u_m_sd_tau_and_the_phase():
+    """§5 logs every step w, c, d, u, m, sd and τ. Bounds [0, 1] make the components the head scores; P = 2 groups
+    of G = 2. Visual 0.6 ± 0.1 in both groups: m = 0.6, sd = std_u(0.5, 0.7) = 0.1414; c = sigmoid(20·(0.6 − 0.75))."""
+    import math
+
+    from vidtune.stages.grpo_signal import compute_signal
+
+    heads = ('[{reward: verifier, component: semantic, lo: 0, hi: 1}, {reward: sharpness, component: visual, lo: 0, '
+             'hi: 1}, {reward: flicker, component: temporal, lo: 0, hi: 1}]')
+    cfg = load_recipe(None, ["grpo.curriculum.enabled=true", "grpo.group_size=2", f"grpo.reward.heads={heads}"]).grpo
+    x = torch.tensor([[0.2, 0.5, 0.9], [0.3, 0.7, 0.9], [0.2, 0.5, 0.9], [0.3, 0.7, 0.9]])  # semantic, visual, temporal
+    sig, _ = compute_signal(x, x.mean(1), torch.ones(4, dtype=torch.bool), None, SignalState(), cfg)
+    logs = sig.logs
+    assert logs["curriculum/m_visual"] == pytest.approx(0.6) and logs["curriculum/m_semantic"] == pytest.approx(0.25)
+    assert logs["curriculum/sd_visual"] == pytest.approx(math.sqrt(0.02), rel=1e-5)
+    assert logs["curriculum/sd_temporal"] == 0.0 and logs["curriculum/d_temporal"] == 0.0
+    assert logs["curriculum/c_visual"] == pytest.approx(1 / (1 + math.exp(-20 * (0.6 - 0.75))), rel=1e-5)
+    assert logs["curriculum/u_temporal"] == pytest.approx(1.0)  # no spread: done (§5, exhausted)
+    assert all(logs[f"curriculum/tau_{c}"] == pytest.approx(0.75) for c in ("visual", "temporal", "semantic"))
+    w = {c: logs[f"curriculum/w_{c}"] for c in ("visual", "temporal", "semantic")}
+    assert sum(w.values()) == pytest.approx(1.0) and logs["curriculum/phase"] == max(w, key=w.get) == "visual"
+    assert logs["curriculum/stale"] == 0

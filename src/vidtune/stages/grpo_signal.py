@@ -85,10 +85,7 @@ def compute_signal(heads: torch.Tensor, scalar: torch.Tensor, valid: torch.Tenso
             step = competence_step(st, comps, valid.view(p, g), scope=cfg.curriculum.scope,
                                    warmup_steps=cfg.curriculum.warmup_steps)
             state.curriculum = step.state
-            w = step.w if step.w.ndim == 1 else step.w.mean(0)
-            logs.update({f"curriculum/w_{c}": float(w[i]) for i, c in enumerate(COMPONENTS)})
-            logs.update({f"curriculum/c_{c}": float(step.c.reshape(-1, 3).mean(0)[i]) for i, c in enumerate(COMPONENTS)})
-            logs["curriculum/phase"] = COMPONENTS[int(step.phase.reshape(-1)[0])]
+            logs |= curriculum_logs(step)
             reward = step.reward.reshape(-1)
         else:
             step = taros_step(comps, valid.view(p, g), tau=cfg.curriculum.tau_init, beta=cfg.curriculum.taros_beta)
@@ -131,6 +128,18 @@ def compute_signal(heads: torch.Tensor, scalar: torch.Tensor, valid: torch.Tenso
 
     ga = group_advantages(scalar, g, valid=valid, **adv_kw)
     return Signal(ga.advantages, None, ga.valid, None, logs | _adv_logs(ga)), state
+
+
+def curriculum_logs(step) -> dict[str, Any]:
+    """§5 "logged each step": w, c, d, u, m, sd, τ per component (means over groups under ``scope: group``), the
+    phase (argmax w; the most frequent group phase under ``scope: group``) and the count of stale components."""
+    logs: dict[str, Any] = {}
+    for key in ("w", "c", "d", "u", "m", "sd", "tau"):
+        v = getattr(step, key).reshape(-1, 3).float().mean(0)
+        logs |= {f"curriculum/{key}_{c}": float(v[i]) for i, c in enumerate(COMPONENTS)}
+    logs["curriculum/phase"] = COMPONENTS[int(step.phase.reshape(-1).mode().values)]
+    logs["curriculum/stale"] = int(step.stale.sum())
+    return logs
 
 
 def _adv_logs(ga) -> dict[str, Any]:
