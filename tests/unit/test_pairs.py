@@ -111,3 +111,16 @@ def test_pair_weights_drop_smallest_gaps_and_keep_unscored():
     keep, w = pair_weight_vector(pairs, 0.25)
     assert keep == [1, 2, 3, 4]
     assert torch.allclose(w, torch.tensor([4 / 3, 2 / 3, 1.0, 1.0]), atol=1e-6)
+
+
+def test_the_image_field_round_trips_and_a_missing_image_names_the_line(tmp_path):
+    img = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(5))
+    f = write_pairs([PreferencePair("a red circle", _clip(0), _clip(1), image=img)], tmp_path / "p.jsonl")
+    back, _ = read_pairs(f)
+    assert torch.allclose(back[0].image, img, atol=0.5 / 255 + 1e-7)
+    ok = {"prompt": "a red circle", "chosen": "a.npy", "rejected": "b.npy"}
+    with pytest.raises(VidtuneError, match=r"h.jsonl:1: image not found: .*nope.png"):
+        read_pairs(_write(tmp_path, [{**ok, "image": "nope.png"}]))
+    (tmp_path / "bad.png").write_text("not a picture")
+    with pytest.raises(VidtuneError, match=r"h.jsonl:1: cannot decode the first frame .*bad.png"):
+        read_pairs(_write(tmp_path, [{**ok, "image": "bad.png"}]))

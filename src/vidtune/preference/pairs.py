@@ -2,7 +2,8 @@
 
 Line format: ``{"prompt": str, "chosen": path, "rejected": path, "weight"?: float > 0, "image"?: path,
 "aspect"?: str, "source"?: str, "score_gap"?: float, "tie"?: bool}``; paths are relative to the JSONL file; video
-files are ``.npy`` (uint8 [F, H, W, 3], exact) or ``.mp4``/``.gif``. Lines with ``tie: true`` are dropped;
+files are ``.npy`` (uint8 [F, H, W, 3], exact) or ``.mp4``/``.gif``; ``image`` (I2V conditioning) is a picture
+file, resized to the clips' size on reading. Lines with ``tie: true`` are dropped;
 duplicate (prompt, chosen, rejected) triples and pairs with identical content are removed and counted. Errors name
 the file and line.
 """
@@ -13,9 +14,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
+from vidtune.data.prompts import load_first_frames
 from vidtune.errors import VidtuneError
 from vidtune.video.io import read_video
 
@@ -28,6 +31,7 @@ class PreferencePair:
     weight: float = 1.0
     source: str = ""
     score_gap: float | None = None
+    image: torch.Tensor | None = None  # [3, H, W] in [0, 1]: the I2V conditioning frame (None: text-to-video)
 
 
 def to_uint8(video: torch.Tensor) -> torch.Tensor:
@@ -64,11 +68,29 @@ def write_pairs(pairs: list[PreferencePair], jsonl: str | Path) -> Path:
                "rejected": str(cl.relative_to(jsonl.parent)), "weight": p.weight, "source": p.source}
         if p.score_gap is not None:
             row["score_gap"] = p.score_gap
+        if p.image is not None:
+            ci = clips / f"{i:06d}_c.png"
+            rgb = to_uint8(p.image).permute(1, 2, 0).numpy()
+            cv2.imwrite(str(ci), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            row["image"] = str(ci.relative_to(jsonl.parent))
         lines.append(json.dumps(row))
     tmp = jsonl.with_suffix(".tmp")
     tmp.write_text("\n".join(lines) + ("\n" if lines else ""))
     tmp.replace(jsonl)
     return jsonl
+
+
+def read_image(folder: Path, name: object, clip_shape: torch.Size, where: str) -> torch.Tensor:
+    """A pair's ``image`` field: the I2V conditioning frame [3, H, W] in [0, 1], resized to the clips' H×W."""
+    if not isinstance(name, str) or not name:
+        raise VidtuneError(f"{where}: 'image' must be a path, got {name!r}")
+    path = folder / name
+    if not path.is_file():
+        raise VidtuneError(f"{where}: image not found: {path}")
+    try:
+        return load_first_frames([path], clip_shape[-2], clip_shape[-1])[0]
+    except VidtuneError as e:
+        raise VidtuneError(f"{where}: {e}") from None
 
 
 def read_pairs(jsonl: str | Path, expect_shape: tuple[int, ...] | None = None) -> tuple[list[PreferencePair], dict]:
@@ -117,6 +139,7 @@ def read_pairs(jsonl: str | Path, expect_shape: tuple[int, ...] | None = None) -
         if torch.equal(clips[0], clips[1]):
             counts["identical"] += 1
             continue
+        image = None if row.get("image") is None else read_image(jsonl.parent, row["image"], clips[0].shape, where)
         pairs.append(PreferencePair(row["prompt"], clips[0], clips[1], float(weight), row.get("source", "human"),
-                                    row.get("score_gap")))
+                                    row.get("score_gap"), image))
     return pairs, counts

@@ -187,13 +187,28 @@ def too_few_pairs(policy, n: int, counts: dict, recipe: Recipe, stage_dir: Path,
     return export(policy, stage_dir / "model")
 
 
+def pair_images(pairs: list[PreferencePair], recipe: Recipe, where: Path) -> torch.Tensor | None:
+    """The pairs' I2V conditioning frames [N, 3, H, W] (§8.2 ``image``), or None when no pair has one. Pairs with
+    and without a frame cannot share a run, and the frame conditions frame 0 of the whole clip, so an I2V run keeps
+    the full clip for the gradient (no ``dpo.grad_frames`` window)."""
+    have = [p.image is not None for p in pairs]
+    if not any(have):
+        return None
+    if not all(have):
+        raise VidtuneError(f"{where}: {sum(have)} pairs have an 'image' (I2V) and {len(have) - sum(have)} do not; "
+                           "a DPO run is either text-to-video or image-to-video")
+    if recipe.dpo.grad_frames is not None:
+        raise VidtuneError(f"{where}: I2V pairs condition on frame 0 of the whole clip; unset dpo.grad_frames")
+    return torch.stack([p.image for p in pairs])
+
+
 def pair_batch(step: int, recipe: Recipe, x0_w: torch.Tensor, x0_l: torch.Tensor, omega: torch.Tensor,
-               prompts: list[str], policy, rows: slice) -> DPOBatch:
+               prompts: list[str], policy, rows: slice, images: torch.Tensor | None = None) -> DPOBatch:
     """The rows ``rows`` (a rank's :func:`shard`; all of them in one process) of step ``step``'s batch of
     ``dpo.batch_size`` pairs, on the policy's device. Pairs, flow times, temporal windows and noise are a pure
     function of (seed, step), so a resumed run replays them; they are drawn on the CPU for the whole batch and
     sliced, and ω is normalised to mean 1 over the whole batch, so the ranks' shards make up the single-process
-    batch."""
+    batch. ``images`` [N, 3, H, W]: the pairs' I2V conditioning frames (None: text-to-video)."""
     cfg, device = recipe.dpo, policy.device
     g = torch.Generator().manual_seed(recipe.run.seed * 3_000_017 + step)
     idx = torch.randint(len(prompts), (cfg.batch_size,), generator=g)
@@ -202,7 +217,9 @@ def pair_batch(step: int, recipe: Recipe, x0_w: torch.Tensor, x0_l: torch.Tensor
     xw, xl = (clip_view(x[idx[rows]], starts[rows], cfg.grad_frames, cfg.grad_downsample) for x in (x0_w, x0_l))
     eps = torch.randn((cfg.batch_size, *xw.shape[1:]), generator=g)[rows].to(device)
     weights = batch_weights(omega[idx])
-    return DPOBatch(xw, xl, policy.encode_prompts([prompts[i] for i in idx[rows].tolist()]), t[rows].to(device),
+    pick = idx[rows].tolist()
+    cond = policy.encode_prompts([prompts[i] for i in pick], images=None if images is None else images[pick])
+    return DPOBatch(xw, xl, cond, t[rows].to(device),
                     eps, weights[rows].to(device))
 
 
@@ -265,7 +282,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
         return too_few_pairs(policy, len(pairs), counts, recipe, stage_dir, metrics, lead=lead)
     x0_w = policy.encode_video(torch.stack([p.chosen for p in pairs])).to(device)
     x0_l = policy.encode_video(torch.stack([p.rejected for p in pairs])).to(device)
-    prompts = [p.prompt for p in pairs]
+    prompts, images = [p.prompt for p in pairs], pair_images(pairs, recipe, pair_file)
 
     policy.train()
     start = 0
@@ -286,7 +303,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
     with make_progress() as bar:
         task = bar.add_task("dpo", total=cfg.steps, completed=start, info="", visible=progress)
         for step in range(start, cfg.steps):
-            batch = pair_batch(step, recipe, x0_w, x0_l, omega, prompts, policy, rows)
+            batch = pair_batch(step, recipe, x0_w, x0_l, omega, prompts, policy, rows, images)
             beta = dynamic_beta(step, cfg.beta, cfg.steps, cfg.kappa, cfg.beta_schedule)
             opt.zero_grad(set_to_none=True)
             out = dpo_step(policy, reference, batch, beta=beta, beta_t=cfg.beta_t, form=cfg.form,
