@@ -38,7 +38,14 @@ class StructureConfig(Section):
     gamma: float = Field(1.0, ge=0, description="γ in ω = clip(1 + γ·ψ̂, ω_min, ω_max).")
     omega_min: float = Field(0.25, gt=0)
     omega_max: float = Field(4.0, gt=0)
-    source: Literal["target"] = Field("target", description="ψ from the training clip (offline, once).")
+    source: Literal["target", "reconstruction"] = Field(
+        "target", description="ψ from the training clip (offline, once), or from the model's own one-step "
+        "reconstruction at t = recon_t, refreshed every refresh_every steps.")
+    recon_t: float = Field(0.3, gt=0, lt=1, description="Flow time of the reconstruction source's x̂_0 = x_t − t·v.")
+    refresh_every: int | None = Field(None, ge=1, description="Steps between reconstruction refreshes (null = one "
+                                      "epoch).")
+    window: int = Field(1000, ge=2, description="Rolling window of recent scores for the reconstruction source's "
+                        "percentiles.")
     w_bg: float = Field(1.0, ge=0, description="Weight of the background (camera-warp) term.")
     w_obj: float = Field(1.0, ge=0, description="Weight of the object (mask area / IoU) term.")
     hard_limit: float | None = Field(None, description="Drop clips with ψ above this (broken targets).")

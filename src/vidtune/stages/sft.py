@@ -3,8 +3,9 @@
 Data: instruction-captioned ShapeWorld clips, of which a ``sft.control_ratio`` minority comes from a curated
 control mix (two-segment motions and camera pans over-represented). Each clip's structural-instability score ψ
 (metrics/structure.py, computed once on the target with the renderer's exact flow and masks) becomes a per-sample
-weight ω (math/structure_weights.py). Full fine-tune, or LoRA through peft. Resumable from atomic checkpoints
-(trainable parameters and optimiser); exports ``<run>/sft/model`` (tiny: adapters merged; Wan: LoRA files), which
+weight ω (math/structure_weights.py); ``sft.structure.source: reconstruction`` scores the model's own one-step
+prediction instead, refreshed during training (stages/sft_structure.py). Full fine-tune, or LoRA through peft.
+Resumable from atomic checkpoints (trainable parameters, optimiser, reconstruction scores); exports ``<run>/sft/model`` (tiny: adapters merged; Wan: LoRA files), which
 later stages load as their reference policy.
 
 Data parallel: launched by ``torchrun --nproc_per_node N -m vidtune.cli sft …`` the stage joins the process group
@@ -37,6 +38,7 @@ from vidtune.runtime.distributed import (ForwardWith, World, check_world, reduce
 from vidtune.runtime.fsdp import export_stage, prepare_training, save_stage_checkpoint
 from vidtune.stages.fm_step import draw_batch, fm_loss
 from vidtune.stages.optim_step import SkipGuard, clipped_step
+from vidtune.stages.sft_structure import RollingScores, reconstruction_scores, refresh_interval
 from vidtune.world.dataset import Example, captions, examples, render_bank, with_pan_contrast
 
 
@@ -189,11 +191,17 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
     bank, texts, psi, flow_targets = data
     pct = score_percentiles(psi)
 
+    st = cfg.structure
+    recon = st.enabled and st.source == "reconstruction"  # ψ of the model's own x̂_0, refreshed (§7.2)
+    every, rolling = refresh_interval(len(bank), cfg.batch_size, st.refresh_every), RollingScores(st.window)
     start = 0
     ckpt = stage_dir / "checkpoint" / "state.pt"
     if (state := load_checkpoint(ckpt)) is not None:
         load_trainable_state(policy, state["model"])
         start = state["step"]
+        if recon and "psi" in state:
+            psi, rolling = state["psi"], RollingScores(st.window, state["psi_window"])
+            pct = score_percentiles(list(rolling.scores))
     fsdp, params, opt = prepare_training(policy, recipe, world, device, cfg.lr, state)
     step_loss = loss_module(policy, world.size > 1 and not fsdp, device)
     rows = shard(cfg.batch_size, world.rank, world.size)
@@ -213,7 +221,10 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
         for step in range(start, cfg.steps):
             fb = draw_batch(step, seed + 7, len(bank), cfg.batch_size, cfg.cond_dropout, cfg.p_i2v, cfg.t_sampler,
                             cfg.t_loc, cfg.t_scale)
-            st = cfg.structure
+            if recon and step % every == 0:
+                psi = reconstruction_scores(policy, bank, texts, t=st.recon_t, w_bg=st.w_bg, w_obj=st.w_obj,
+                                            seed=seed + step, progress=progress)
+                pct = rolling.add(psi)
             w = structure_weights(psi[fb.index], pct.q_low, pct.q_high, st.gamma if st.enabled else 0.0,
                                   st.omega_min, st.omega_max)
             index = fb.index[rows]
@@ -234,11 +245,12 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
                     metrics.log(step + 1, loss=loss.item(), **extra, grad_norm=gnorm, skipped_step=guard.total,
                                 weight_min=float(w.omega.min()),
                                 weight_max=float(w.omega.max()), psi_hat_mean=float(w.psi_hat.mean()),
-                                psi_missing=w.n_missing, step_time=dt)
+                                psi_missing=w.n_missing, psi_q05=pct.q_low, psi_q95=pct.q_high, step_time=dt)
                 bar.update(task, info=f"loss {loss.item():.4f}")
                 t_last = time.time()
             if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:  # under FSDP: every rank gathers
-                save_stage_checkpoint(ckpt, policy, opt, fsdp=fsdp, lead=lead, step=step + 1)
+                scores = {"psi": psi, "psi_window": list(rolling.scores)} if recon else {}
+                save_stage_checkpoint(ckpt, policy, opt, fsdp=fsdp, lead=lead, step=step + 1, **scores)
             bar.advance(task)
     return export_stage(policy, export, stage_dir / "model", fsdp=fsdp, lead=lead,
                         rebuild=lambda: trainable_policy(recipe, init))
