@@ -168,3 +168,38 @@ def test_physics_sft_refuses_a_temporal_patch(tmp_path):
     recipe = load_recipe(None, [f"model.init={model}", "world.frames=4", "world.size=16", "sft.physics.enabled=true"])
     with pytest.raises(VidtuneError, match=r"temporal patch of 1 .* \(2, 8, 8\)"):
         trainable_policy(recipe)
+
+
+def test_motion_emphasis_weights_by_hand():
+    """Frames [0, 0], [1, 0], [1, 0] (C = 1, one row of 2 pixels), λ = 2: d = [1, 0], [1, 0], [0, 0]; 1 + 2d sums to
+    10 over 6 elements → m = [1.8, 0.6], [1.8, 0.6], [0.6, 0.6] (mean 1). A static clip and λ = 0 give m ≡ 1."""
+    from vidtune.math.flow_matching import motion_emphasis
+
+    x0 = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0]]).view(1, 1, 3, 1, 2)
+    m = motion_emphasis(x0, 2.0)
+    assert torch.allclose(m.view(3, 2), torch.tensor([[1.8, 0.6], [1.8, 0.6], [0.6, 0.6]]))
+    assert torch.equal(motion_emphasis(torch.ones(2, 3, 4, 2, 2), 5.0), torch.ones(2, 1, 4, 2, 2))
+    assert torch.allclose(motion_emphasis(torch.rand(2, 3, 4, 2, 2), 0.0), torch.ones(2, 1, 4, 2, 2))
+
+
+def test_weighted_per_sample_mse_by_hand():
+    """e = mean(m·(p − t)²): errors (1, 2) with weights (1.5, 0.5) → (1.5·1 + 0.5·4)/2 = 1.75; unweighted 2.5."""
+    from vidtune.math.flow_matching import per_sample_mse
+
+    pred, target = torch.tensor([[1.0, 2.0]]), torch.zeros(1, 2)
+    assert per_sample_mse(pred, target).item() == 2.5
+    assert per_sample_mse(pred, target, torch.tensor([[1.5, 0.5]])).item() == 1.75
+
+
+def test_motion_emphasis_changes_the_loss_of_moving_clips_only(tiny_policy):
+    from vidtune.stages.fm_step import draw_batch, fm_loss
+
+    c = tiny_policy.config
+    moving = torch.rand(2, c.frames, 3, c.size, c.size, generator=torch.Generator().manual_seed(0))
+    still = moving[:, :1].expand(-1, c.frames, -1, -1, -1).contiguous()
+    with torch.no_grad():
+        for video, changes in ((moving, True), (still, False)):
+            plain, emph = (fm_loss(tiny_policy, video, ["a red circle"] * 2, draw_batch(0, 0, 2, 2, 0.0, 0.0,
+                                                                                      "logit_normal"), emphasis=lam)
+                           for lam in (0.0, 3.0))
+            assert torch.equal(plain.errors, emph.errors) != changes

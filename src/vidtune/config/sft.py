@@ -97,6 +97,10 @@ class SFTConfig(FlowTimes):
     p_i2v: float = Field(0.25, ge=0, le=1)
     t_loc: float = Field(1.2, description="logit_normal location μ, as pretrain.t_loc; 1.2 (toward noise) raised the "
                          "motion atom 0.33 → 0.41 and the verifier 0.34 → 0.38 over 3 seeds (docs/results.md).")
+    motion_emphasis: float = Field(
+        0.0, ge=0, description="λ of the motion-emphasis loss (math/flow_matching.motion_emphasis, a project addition "
+        "to §7.1): each element's error is weighted by 1 + λ·(temporal change of the target there)/(its max), "
+        "renormalised to mean 1 per clip; 0 = plain flow matching.")
     text_pos_gain: float | None = Field(
         None, gt=0, description="Embedded model: grow a zero-initialised text position table with this gain before "
         "training (models/dit.TextEncoder.attach_position_boost: the shipped base's text encoder is nearly "

@@ -38,9 +38,29 @@ def x0_from_velocity(xt: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> torc
     return xt - _bcast(t.to(xt.dtype), xt) * v
 
 
-def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """ALGORITHMS.md §7.1: e_b = (1/D)·Σ_e (pred − target)²_e, mean over all non-batch dims → [B]."""
-    return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+def per_sample_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """ALGORITHMS.md §7.1: e_b = (1/D)·Σ_e m_e·(pred − target)²_e, mean over all non-batch dims → [B]; m ≡ 1 unless
+    element ``weights`` (broadcastable to ``pred``, e.g. :func:`motion_emphasis`) are given."""
+    sq = (pred.float() - target.float()).pow(2)
+    return (sq if weights is None else sq * weights.float()).flatten(1).mean(1)
+
+
+def motion_emphasis(x0: torch.Tensor, lam: float) -> torch.Tensor:
+    """Element weights m [B, 1, F, H, W] of the motion-emphasis SFT loss (a project addition to §7.1,
+    ``sft.motion_emphasis``) from clean latents x0 [B, C, F, H, W]:
+
+    d_f = max(|x0_f − x0_{f−1}|, |x0_{f+1} − x0_f|) averaged over channels (a missing neighbour counts 0), so both
+    where a moving thing was and where it goes count; m = 1 + λ·d/max(d) per sample; then m ← m / mean(m), so every
+    clip keeps its total weight and only its spatial-temporal allocation changes. A static clip, or λ = 0, gives
+    m ≡ 1. Example (C = 1, F = 3, one row of 2 pixels; frames [0, 0], [1, 0], [1, 0]; λ = 2): d = [1, 0], [1, 0],
+    [0, 0]; 1 + 2d sums to 10 over 6 elements → m = [1.8, 0.6], [1.8, 0.6], [0.6, 0.6]."""
+    x = x0.detach().float()
+    diff = (x[:, :, 1:] - x[:, :, :-1]).abs().mean(1, keepdim=True)
+    edge = torch.zeros_like(diff[:, :, :1])
+    d = torch.maximum(torch.cat([edge, diff], 2), torch.cat([diff, edge], 2))
+    peak = d.flatten(1).amax(1).clamp_min(1e-12)
+    m = 1 + lam * d / _bcast(peak, d)
+    return m / _bcast(m.flatten(1).mean(1), m)
 
 
 def weighted_fm_loss(errors: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -7,7 +7,8 @@ from typing import NamedTuple
 import torch
 
 from vidtune.math.structure_weights import epe_loss
-from vidtune.math.flow_matching import interpolate, per_sample_mse, sample_t, velocity_target, weighted_fm_loss
+from vidtune.math.flow_matching import (interpolate, motion_emphasis, per_sample_mse, sample_t, velocity_target,
+                                        weighted_fm_loss)
 
 
 class FMBatch(NamedTuple):
@@ -37,10 +38,12 @@ class FMLoss(NamedTuple):
 
 
 def fm_loss(policy, video: torch.Tensor, prompts: list[str], fb: FMBatch, weights: torch.Tensor | None = None,
-            flow_target: torch.Tensor | None = None, lambda_flow: float = 0.0, rows: slice = slice(None)) -> FMLoss:
+            flow_target: torch.Tensor | None = None, lambda_flow: float = 0.0, rows: slice = slice(None),
+            emphasis: float = 0.0) -> FMLoss:
     """L_FM = (1/B)·Σ ω_b·e_b on pixel videos [B, F, 3, H, W] (latents via the policy), with I2V rows conditioned
     on their first frame; plus λ_flow·EPE of the motion branch against ``flow_target`` [B, F−1, 2, H', W']
-    (ALGORITHMS.md §7.3) when given. The step runs on the policy's device; the batch's random draws stay on the CPU
+    (ALGORITHMS.md §7.3) when given. ``emphasis`` λ > 0 weights each element's squared error by
+    :func:`motion_emphasis` of the target latents (``sft.motion_emphasis``). The step runs on the policy's device; the batch's random draws stay on the CPU
     generator, so they do not depend on the device.
 
     Data parallelism: ``rows`` are this rank's rows of the batch ``fb`` (runtime/distributed.shard). ``video``,
@@ -60,7 +63,7 @@ def fm_loss(policy, video: torch.Tensor, prompts: list[str], fb: FMBatch, weight
     else:
         v, flow = policy.velocity_and_flow(xt, t, cond)
         epe = epe_loss(flow, flow_target.to(flow))
-    errors = per_sample_mse(v, velocity_target(x0, eps))
+    errors = per_sample_mse(v, velocity_target(x0, eps), motion_emphasis(x0, emphasis) if emphasis > 0 else None)
     loss = weighted_fm_loss(errors, None if weights is None else weights.to(device))
     if epe is not None:
         loss = loss + lambda_flow * epe

@@ -229,7 +229,8 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
                                   st.omega_min, st.omega_max)
             index = fb.index[rows]
             out = step_loss(bank[index].float() / 255.0, [texts[i] for i in index.tolist()], fb, w.omega[rows],
-                            None if flow_targets is None else flow_targets[index], cfg.physics.lambda_flow, rows)
+                            None if flow_targets is None else flow_targets[index], cfg.physics.lambda_flow, rows,
+                            cfg.motion_emphasis)
             for group in opt.param_groups:
                 group["lr"] = warmup_stable_decay(step, cfg.lr, cfg.warmup)
             opt.zero_grad(set_to_none=True)
