@@ -156,7 +156,8 @@ def test_sft_grows_text_positions_that_save_and_reload(tiny_policy, tmp_path):
         trainable_policy(load_recipe(None, [f"model.init={tmp_path / 'grown'}", "sft.text_pos_gain=3"]))
 
 
-@pytest.mark.parametrize("name, patch", [("base", (1, 8, 8)), ("base_p244", (2, 4, 4))])
+@pytest.mark.parametrize("name, patch", [("base", (1, 8, 8)), ("base_p244", (2, 4, 4)),
+                                         ("base_p244_pan", (2, 4, 4))])
 def test_shipped_bases_load_and_denoise_on_their_grids(name, patch):
     """Each shipped base loads with its patch grid and denoises: for a rendered clip noised to t = 0.5, the squared
     error of its x̂_0 is under 10 % of the noisy input's (the 8×8 base: 3.7 %; a random network of its size: 28 %)."""

@@ -31,8 +31,9 @@ from vidtune.models.text import WordTokenizer
 from vidtune.world.grammar import vocabulary
 
 # shipped model folders under src/vidtune/assets: the 8×8-patch base (recipes/pretrain_base*.yaml, the default
-# init) and the 2×4×4-patch base (recipes/pretrain_base_p244.yaml, the init of recipes/pretrain_base_p244_pan.yaml)
-BUILTIN = {"base": "base", "base_p244": "base_p244"}
+# init), the 2×4×4-patch base (recipes/pretrain_base_p244.yaml) and its pan/order-aware continuation
+# (recipes/pretrain_base_p244_pan.yaml, the init of recipes/sft_camera_p244.yaml)
+BUILTIN = {"base": "base", "base_p244": "base_p244", "base_p244_pan": "base_p244_pan"}
 
 
 @dataclass(frozen=True)
