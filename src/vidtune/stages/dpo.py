@@ -219,8 +219,7 @@ def pair_batch(step: int, recipe: Recipe, x0_w: torch.Tensor, x0_l: torch.Tensor
     weights = batch_weights(omega[idx])
     pick = idx[rows].tolist()
     cond = policy.encode_prompts([prompts[i] for i in pick], images=None if images is None else images[pick])
-    return DPOBatch(xw, xl, cond, t[rows].to(device),
-                    eps, weights[rows].to(device))
+    return DPOBatch(xw, xl, cond, t[rows].to(device), eps, weights[rows].to(device))
 
 
 def check_data_parallel(recipe: Recipe, world: World) -> None:

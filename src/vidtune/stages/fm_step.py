@@ -43,8 +43,8 @@ def fm_loss(policy, video: torch.Tensor, prompts: list[str], fb: FMBatch, weight
     """L_FM = (1/B)·Σ ω_b·e_b on pixel videos [B, F, 3, H, W] (latents via the policy), with I2V rows conditioned
     on their first frame; plus λ_flow·EPE of the motion branch against ``flow_target`` [B, F−1, 2, H', W']
     (ALGORITHMS.md §7.3) when given. ``emphasis`` λ > 0 weights each element's squared error by
-    :func:`motion_emphasis` of the target latents (``sft.motion_emphasis``). The step runs on the policy's device; the batch's random draws stay on the CPU
-    generator, so they do not depend on the device.
+    :func:`motion_emphasis` of the target latents (``sft.motion_emphasis``). The step runs on the policy's device;
+    the batch's random draws stay on the CPU generator, so they do not depend on the device.
 
     Data parallelism: ``rows`` are this rank's rows of the batch ``fb`` (runtime/distributed.shard). ``video``,
     ``prompts``, ``weights`` and ``flow_target`` hold those rows only, while the batch's draws (flow times, prompt

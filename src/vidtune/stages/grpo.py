@@ -355,7 +355,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
             check_prior_record(saved.get("prior_record"), record)
     elif cfg.bpgo.enabled and cfg.bpgo.prior == "i2v_static_frame":
         first = pool_images(pool, list(range(len(pool.prompts))), ref)
-        prior = (static_frame_prior(scorer, pool.prompts, first, ref.config.frames) if lead or not shared else None)
+        prior = static_frame_prior(scorer, pool.prompts, first, ref.config.frames) if lead or not shared else None
         prior = broadcast_object(prior) if shared else prior  # the one reward pool is rank 0's
     elif cfg.bpgo.enabled and cfg.bpgo.prior == "t2v_reference":
         with torch.no_grad():

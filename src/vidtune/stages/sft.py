@@ -5,8 +5,8 @@ control mix (two-segment motions and camera pans over-represented). Each clip's 
 (metrics/structure.py, computed once on the target with the renderer's exact flow and masks) becomes a per-sample
 weight ω (math/structure_weights.py); ``sft.structure.source: reconstruction`` scores the model's own one-step
 prediction instead, refreshed during training (stages/sft_structure.py). Full fine-tune, or LoRA through peft.
-Resumable from atomic checkpoints (trainable parameters, optimiser, reconstruction scores); exports ``<run>/sft/model`` (tiny: adapters merged; Wan: LoRA files), which
-later stages load as their reference policy.
+Resumable from atomic checkpoints (trainable parameters, optimiser, reconstruction scores); exports
+``<run>/sft/model`` (tiny: adapters merged; Wan: LoRA files), which later stages load as their reference policy.
 
 Data parallel: launched by ``torchrun --nproc_per_node N -m vidtune.cli sft …`` the stage joins the process group
 and trains the tiny model under DDP, each rank on its shard of the single-process global batch (same weights as
