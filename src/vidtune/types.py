@@ -17,6 +17,7 @@ class Rollout:
     sigmas      [S]                   σ_s of each transition (0 for ODE steps)
     train_steps [B, n]                indices s of the trained transitions of each sample (never S − 1)
     logp_old    [B, n] or [B, n, F, H, W]  log-density of x_{s+1} under π_old, ``reduction`` of §1
+    noise_pool  (p_F, p_H, p_W)       blocks of the coarse SDE noise ((1, 1, 1): isotropic); densities are on Pᵀx
     """
 
     states: torch.Tensor
@@ -29,6 +30,7 @@ class Rollout:
     group_size: int
     guidance: float
     reduction: str
+    noise_pool: tuple[int, int, int] = (1, 1, 1)  # block sizes of the SDE noise (§1 "Coarse noise")
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -45,3 +45,12 @@ def test_malformed_files(tmp_path):
         load_recipe(lst)
     with pytest.raises(ConfigError, match="key.path=value"):
         load_recipe(None, ["pretrain.steps"])
+
+
+def test_coarse_noise_pool_is_typed_and_refused_with_dense_vipo():
+    r = load_recipe(None, ["grpo.rollout.noise_pool=[2,8,8]", "grpo.vipo.enabled=true", "grpo.vipo.reduction=scalar"])
+    assert r.grpo.rollout.noise_pool == (2, 8, 8)
+    with pytest.raises(ConfigError, match="noise_pool"):
+        load_recipe(None, ["grpo.rollout.noise_pool=[0,8,8]"])
+    with pytest.raises(ConfigError, match="vipo.reduction=scalar"):
+        load_recipe(None, ["grpo.rollout.noise_pool=[2,8,8]", "grpo.vipo.enabled=true"])

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vidtune.math.advantages import group_advantages
+from vidtune.math.sde import sde_step, subspace_project
 from vidtune.math.grpo_loss import (
     clipped_surrogate,
     grpo_loss,
@@ -244,3 +245,15 @@ def test_surrogate_is_positively_homogeneous(a, rho, eps, w):
     lhs = clipped_surrogate(torch.tensor([w * a], dtype=F64), r, clip_range=eps)
     rhs = w * clipped_surrogate(torch.tensor([a], dtype=F64), r, clip_range=eps)
     torch.testing.assert_close(lhs, rhs, rtol=1e-14, atol=1e-300)
+
+
+def test_kl_on_the_coarse_noise_subspace_is_the_projected_means_kl():
+    """§1 Coarse noise + §2.3: with projected velocities, k_exact = mean over the d subspace elements of
+    (Pᵀμ_θ − Pᵀμ_ref)²/(2 std²), the exact KL of the two subspace Gaussians built by sde_step."""
+    pool, t, tn, sig = (2, 2, 2), 0.7, 0.6, 0.5
+    g = torch.Generator().manual_seed(11)
+    x, v1, v0 = (torch.randn(2, 3, 2, 4, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    a, b = sde_step(x, v1, t, tn, sig, pool), sde_step(x, v0, t, tn, sig, pool)
+    want = ((subspace_project(a.mean, pool) - subspace_project(b.mean, pool)) ** 2 / (2 * a.std**2)).flatten(1).mean(1)
+    got = kl_to_reference(subspace_project(v1, pool), subspace_project(v0, pool), sig, t, tn - t)
+    assert torch.allclose(got, want, rtol=1e-9)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from vidtune.errors import ConfigError
+from vidtune.math.sde import sde_step, subspace_project
 from vidtune.sampling.rollout import RolloutSpec, noisy_set, rollout, trainable_steps, trained_per_sample, transition_eval
 
 
@@ -100,3 +101,39 @@ def test_shards_of_whole_groups_are_the_rows_of_the_whole_rollout(tiny_policy):
     with pytest.raises(ValueError, match="whole groups"):
         rollout(tiny_policy, {k: v[1:4] for k, v in cond.items()}, None, prompts[1:4], 3, spec, seed=4,
                 latent_shape=shape, rows=slice(1, 4), batch=6)
+
+
+def test_coarse_noise_rollout_is_block_constant_and_recomputes_bit_for_bit(tiny_policy):
+    """§1 Coarse noise, pool (2, 4, 4): every SDE step's x_{s+1} − μ_s is constant over 2×4×4 blocks; recomputed
+    log-probs equal ``logp_old`` exactly (ρ ≡ 1 on the first update) and equal the Normal density of Pᵀx_{s+1}."""
+    pool = (2, 4, 4)
+    prompts, cond, shape = _setup(tiny_policy, p=1, g=2)
+    ro = rollout(tiny_policy, cond, None, prompts, 2, RolloutSpec(steps=4, noise_pool=pool), seed=3,
+                 latent_shape=shape)
+    assert ro.noise_pool == pool and not torch.equal(ro.states[0, 2], ro.states[1, 2])
+    rows = torch.arange(2)
+    with torch.no_grad():
+        for j in range(ro.train_steps.shape[1]):
+            te = transition_eval(tiny_policy, ro, cond, None, rows, j)
+            assert torch.equal(te.logp, ro.logp_old[:, j])
+            s = ro.train_steps[:, j]
+            step = sde_step(te.x, te.velocity, ro.grid[s].double(), ro.grid[s + 1].double(), ro.sigmas[s].double(),
+                            pool)
+            resid = ro.states[rows, s + 1] - step.mean
+            blocks = resid.unflatten(2, (2, 2)).unflatten(4, (4, 4)).unflatten(6, (4, 4))  # [B, C, 2, 2, 4, 4, 4, 4]
+            spread = blocks.amax((3, 5, 7)) - blocks.amin((3, 5, 7))
+            assert float(spread.abs().max()) < 1e-5 and float(resid.abs().max()) > 1e-3
+            z = subspace_project(resid, pool) / step.std
+            want = torch.distributions.Normal(0.0, step.std.float()).log_prob(step.std.float() * z).flatten(1).mean(1)
+            assert torch.allclose(te.logp, want, atol=1e-4)
+
+
+def test_coarse_noise_rejects_dense_reduction_and_pools_that_do_not_divide(tiny_policy):
+    with pytest.raises(ConfigError, match="dense"):
+        RolloutSpec(noise_pool=(1, 2, 2), reduction="dense").validate()
+    with pytest.raises(ConfigError, match=">= 1"):
+        RolloutSpec(noise_pool=(0, 2, 2)).validate()
+    prompts, cond, shape = _setup(tiny_policy, p=1, g=2)
+    with pytest.raises(ConfigError, match=r"noise_pool.*\(1, 3, 3\).*\(4, 16, 16\)"):
+        rollout(tiny_policy, cond, None, prompts, 2, RolloutSpec(steps=4, noise_pool=(1, 3, 3)), seed=0,
+                latent_shape=shape)

@@ -2,10 +2,12 @@
 
 import math
 
+import pytest
 import torch
 
 from vidtune.math.flow_matching import time_grid
-from vidtune.math.sde import gaussian_logprob, noise_level, reduce_logprob, sde_step
+from vidtune.math.sde import (gaussian_logprob, noise_level, pooled_shape, reduce_logprob, sde_step, subspace_lift,
+                              subspace_logprob, subspace_project)
 
 
 def test_eta_zero_is_euler_ode_step():
@@ -86,3 +88,69 @@ def test_masked_scalar_reduction_averages_kept_elements():
     mask = torch.tensor([0.0, 1.0]).view(1, 1, 2, 1, 1)
     got = reduce_logprob(ell, "scalar", mask)
     assert torch.allclose(got, ell[:, :, 1].flatten(1).mean(1))
+
+
+def test_coarse_noise_lift_is_orthonormal_and_projects_by_hand():
+    """§1 Coarse noise: PᵀP = I; Pᵀx of a 1×2×2 block is its sum / 2 (k = 4); P·z repeats z / 2 over the block."""
+    pool = (1, 2, 2)
+    x = torch.tensor([1.0, 2.0, 3.0, 5.0]).view(1, 1, 1, 2, 2)
+    assert torch.allclose(subspace_project(x, pool), torch.tensor(11.0 / 2).view(1, 1, 1, 1, 1))
+    assert torch.equal(subspace_lift(torch.tensor(3.0).view(1, 1, 1, 1, 1), pool), torch.full((1, 1, 1, 2, 2), 1.5))
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 3, 2, 2, 2, generator=g, dtype=torch.float64)
+    for pool in ((1, 1, 1), (2, 4, 4), (1, 2, 4)):
+        assert torch.allclose(subspace_project(subspace_lift(z, pool), pool), z, atol=1e-12)
+    y = torch.randn(2, 3, 4, 8, 8, generator=g, dtype=torch.float64)  # ⟨Pz, y⟩ = ⟨z, Pᵀy⟩
+    assert torch.allclose((subspace_lift(z, (2, 4, 4)) * y).sum(), (z * subspace_project(y, (2, 4, 4))).sum())
+    assert pooled_shape((3, 4, 8, 8), (2, 4, 4)) == (3, 2, 2, 2)
+    with pytest.raises(ValueError, match=r"\(2, 3, 1\) does not divide.*\(4, 8, 8\)"):
+        pooled_shape((3, 4, 8, 8), (2, 3, 1))
+
+
+def test_coarse_noise_step_corrects_the_score_on_the_subspace_only():
+    """μ = x + [v + σ²/(2t)·Π(x + (1 − t)v)]·Δt: on a block-constant (x + (1−t)v) it equals the isotropic step; on a
+    zero-block-mean one it equals the ODE drift; the isotropic pool reproduces the default bit for bit."""
+    t, tn, sig = 0.6, 0.5, torch.tensor(0.4, dtype=torch.float64)
+    g = torch.Generator().manual_seed(2)
+    v = torch.randn(1, 1, 1, 2, 2, generator=g, dtype=torch.float64)
+    const = torch.full((1, 1, 1, 2, 2), 0.8, dtype=torch.float64) - (1 - t) * v  # x + (1−t)v = 0.8 everywhere
+    assert torch.allclose(sde_step(const, v, t, tn, sig, (1, 2, 2)).mean, sde_step(const, v, t, tn, sig).mean)
+    zero = torch.tensor([1.0, -1.0, 2.0, -2.0], dtype=torch.float64).view(1, 1, 1, 2, 2) - (1 - t) * v
+    assert torch.allclose(sde_step(zero, v, t, tn, sig, (1, 2, 2)).mean, zero + v * (tn - t))
+    x = torch.randn(2, 3, 2, 4, 4, generator=g)
+    w = torch.randn(2, 3, 2, 4, 4, generator=g)
+    assert torch.equal(sde_step(x, w, t, tn, 0.3, (1, 1, 1)).mean, sde_step(x, w, t, tn, 0.3).mean)
+
+
+def test_coarse_noise_preserves_marginals_and_adds_no_cross_block_correlation():
+    """Property 3 with pool (1, 1, 2): x0 ~ N(0.7, 0.5²) i.i.d. in 2 elements of one block; 100 steps, 1e5 samples ⇒
+    each element's mean and std within 0.02 of (0.7, 0.5) and their correlation below 0.02 in magnitude."""
+    m, s0, n, steps = 0.7, 0.5, 100_000, 100
+    g = torch.Generator().manual_seed(5)
+    grid = time_grid(steps)
+    x = torch.randn(n, 1, 1, 1, 2, generator=g, dtype=torch.float64)
+    for s in range(steps):
+        t, tn = float(grid[s]), float(grid[s + 1])
+        vt = (1 - t) ** 2 * s0**2 + t**2
+        v = -m + (t - (1 - t) * s0**2) / vt * (x - (1 - t) * m)
+        sig = noise_level(t, tn, "dance", eta=0.7) if s < steps - 1 else torch.tensor(0.0)
+        step = sde_step(x, v, t, tn, sig, (1, 1, 2))
+        z = torch.randn(n, 1, 1, 1, 1, generator=g, dtype=torch.float64)
+        x = step.mean + step.std * subspace_lift(z, (1, 1, 2))
+    a, b = x.flatten(1).T
+    for e in (a, b):
+        assert abs(float(e.mean()) - m) < 0.02 and abs(float(e.std()) - s0) < 0.02
+    assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 0.02
+
+
+def test_coarse_noise_logprob_is_the_normal_density_of_the_projection():
+    """ℓ on the subspace = Normal(Pᵀμ, std).log_prob(Pᵀx), one element per block; the isotropic pool gives ℓ_e."""
+    g = torch.Generator().manual_seed(6)
+    mean = torch.randn(2, 3, 2, 4, 4, generator=g)
+    std = torch.tensor(0.2)
+    z = torch.randn(2, 3, 1, 2, 2, generator=g)
+    x = mean + std * subspace_lift(z, (2, 2, 2))
+    ell = subspace_logprob(x, mean, std, (2, 2, 2))
+    assert ell.shape == (2, 3, 1, 2, 2)
+    assert torch.allclose(ell, torch.distributions.Normal(0.0, std).log_prob(std * z), atol=1e-5)
+    assert torch.equal(subspace_logprob(x, mean, std, (1, 1, 1)), gaussian_logprob(x, mean, std))

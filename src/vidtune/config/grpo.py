@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from vidtune.config.section import Section
 
@@ -22,6 +22,10 @@ class RolloutConfig(Section):
     train_fraction: float = Field(0.6, gt=0, le=1, description="f: share of noisy transitions trained per sample.")
     final_step: Literal["ode", "sde"] = "ode"
     sde_window: tuple[int, int, int] | None = Field(None, description="(w, lo, hi) or null = all transitions.")
+    noise_pool: tuple[PositiveInt, PositiveInt, PositiveInt] = Field(
+        (1, 1, 1), description="Coarse exploration noise (project addition, ALGORITHMS.md §1): the SDE noise is "
+        "constant over (F, H, W) blocks of these sizes, so it explores a d = D/(p_F·p_H·p_W)-dimensional subspace; "
+        "(1, 1, 1) = the isotropic noise of the papers. Not with ViPO's dense reduction.")
 
 
 class RewardHead(Section):
@@ -180,4 +184,8 @@ class GRPOConfig(Section):
         if level == 0:
             raise ValueError(f"grpo.rollout noise level is 0 for schedule '{self.rollout.schedule}': no transition "
                              "is trainable and shared initial noise would give identical rollouts")
+        if self.vipo.enabled and self.vipo.reduction == "channel_sum" and self.rollout.noise_pool != (1, 1, 1):
+            raise ValueError(f"grpo.rollout.noise_pool {self.rollout.noise_pool} gives densities on the pooled grid, "
+                             "which has no per-position reduction: use grpo.vipo.reduction=scalar or noise_pool "
+                             "(1, 1, 1)")
         return self

@@ -25,14 +25,15 @@ def concat_rollouts(parts: list[Rollout]) -> Rollout:
     along the batch; the time grid, σ_s, group size, guidance and reduction are those of the batch)."""
     first = parts[0]
     for p in parts[1:]:
-        if (p.group_size, p.guidance, p.reduction) != (first.group_size, first.guidance, first.reduction) \
+        if (p.group_size, p.guidance, p.reduction, p.noise_pool) != (first.group_size, first.guidance,
+                                                                      first.reduction, first.noise_pool) \
                 or not torch.equal(p.grid, first.grid) or not torch.equal(p.sigmas, first.sigmas):
             raise ValueError("rollout shards come from different rollout settings; cannot concatenate them")
     return Rollout(states=torch.cat([p.states for p in parts]), grid=first.grid, sigmas=first.sigmas,
                    train_steps=torch.cat([p.train_steps for p in parts]),
                    logp_old=torch.cat([p.logp_old for p in parts]), prompts=[q for p in parts for q in p.prompts],
                    seeds=[s for p in parts for s in p.seeds], group_size=first.group_size, guidance=first.guidance,
-                   reduction=first.reduction, meta=dict(first.meta))
+                   reduction=first.reduction, noise_pool=first.noise_pool, meta=dict(first.meta))
 
 
 def concat_conds(parts: list[dict | None]) -> dict | None:

@@ -14,7 +14,8 @@ import torch
 
 from vidtune.errors import ConfigError
 from vidtune.math.flow_matching import time_grid
-from vidtune.math.sde import gaussian_logprob, noise_level, reduce_logprob, sde_step
+from vidtune.math.sde import (ISOTROPIC, Pool, noise_level, pooled_shape, reduce_logprob, sde_step, subspace_lift,
+                              subspace_logprob)
 from vidtune.models.policy import Cond, VideoPolicy
 from vidtune.sampling.ode import guided_velocity, seeded_noise
 from vidtune.types import Rollout
@@ -35,6 +36,7 @@ class RolloutSpec:
     final_step: Literal["ode", "sde"] = "ode"
     sde_window: tuple[int, int, int] | None = None  # (w, lo, hi) or None
     reduction: Literal["scalar", "dense"] = "scalar"
+    noise_pool: Pool = ISOTROPIC  # coarse exploration noise (§1 "Coarse noise"); (1, 1, 1) = isotropic
     micro_batch: int | None = None  # samples per velocity forward (a memory knob); None = the whole batch
 
     def validate(self) -> None:
@@ -50,6 +52,11 @@ class RolloutSpec:
             if not (w >= 1 and 0 <= lo and lo + w <= hi <= s - 1):
                 raise ConfigError(f"rollout.sde_window (w={w}, lo={lo}, hi={hi}) must satisfy 1 <= w, "
                                   f"0 <= lo, lo + w <= hi <= steps - 1 = {s - 1}")
+        if len(self.noise_pool) != 3 or min(self.noise_pool) < 1:
+            raise ConfigError(f"rollout.noise_pool must be three block sizes >= 1 (F, H, W), got {self.noise_pool}")
+        if tuple(self.noise_pool) != ISOTROPIC and self.reduction == "dense":
+            raise ConfigError(f"rollout.noise_pool {tuple(self.noise_pool)} gives a density on the pooled grid, "
+                              "which has no per-position (ViPO dense) reduction; use noise_pool (1, 1, 1) with ViPO")
 
 
 def trained_per_sample(spec: RolloutSpec) -> int:
@@ -117,6 +124,11 @@ def rollout(policy: VideoPolicy, cond: Cond, uncond: Cond | None, prompts: list[
     SDE noise from per-sample seeds of the global row index. So the ranks' rollouts together are, row for row, the
     single-process rollout (to float rounding of the batched velocity)."""
     spec.validate()
+    pool = tuple(spec.noise_pool)
+    try:
+        coarse = pooled_shape(tuple(latent_shape), pool)
+    except ValueError as e:
+        raise ConfigError(f"rollout.noise_pool: {e}") from None
     b, total = len(prompts), len(prompts) if batch is None else batch
     index = range(total)[rows]
     if len(index) != b:
@@ -133,18 +145,18 @@ def rollout(policy: VideoPolicy, cond: Cond, uncond: Cond | None, prompts: list[
 
     x = seeded_noise(init_seeds, tuple(latent_shape), device=policy.device)
     states = [x]
-    logps = torch.zeros((b, spec.steps) + ((() if spec.reduction == "scalar" else tuple(latent_shape[1:]))),
+    logps = torch.zeros((b, spec.steps) + ((() if spec.reduction == "scalar" else tuple(coarse[1:]))),
                         device=x.device)
     for s in range(spec.steps):
         t = torch.full((b,), float(grid[s]), device=x.device)
         v = chunked_velocity(policy, x, t, cond, uncond, spec.guidance, spec.micro_batch)
         if not torch.isfinite(v).all():
             raise FloatingPointError(f"non-finite velocity at transition {s}; rollout batch discarded")
-        step = sde_step(x, v, grid[s], grid[s + 1], sigmas[s])
+        step = sde_step(x, v, grid[s], grid[s + 1], sigmas[s], pool)
         if sigmas[s] > 0:
-            xi = torch.stack([torch.randn(x.shape[1:], generator=g) for g in sample_gens]).to(x.device)
-            x_next = step.mean + step.std * xi
-            logps[:, s] = reduce_logprob(gaussian_logprob(x_next, step.mean, step.std), spec.reduction)
+            z = torch.stack([torch.randn(coarse, generator=g) for g in sample_gens]).to(x.device)
+            x_next = step.mean + step.std * subspace_lift(z, pool)
+            logps[:, s] = reduce_logprob(subspace_logprob(x_next, step.mean, step.std, pool), spec.reduction)
         else:
             x_next = step.mean
         states.append(x_next)
@@ -152,13 +164,13 @@ def rollout(policy: VideoPolicy, cond: Cond, uncond: Cond | None, prompts: list[
     logp_old = torch.stack([logps[i, train[i]] for i in range(b)])
     return Rollout(states=torch.stack(states, 1), grid=grid, sigmas=sigmas, train_steps=train, logp_old=logp_old,
                    prompts=list(prompts), seeds=init_seeds, group_size=group_size, guidance=spec.guidance,
-                   reduction=spec.reduction, meta={"spec": spec, "seed": seed})
+                   reduction=spec.reduction, noise_pool=pool, meta={"spec": spec, "seed": seed})
 
 
 class TransitionEval(NamedTuple):
     """One stored transition re-evaluated under the current parameters (with gradient)."""
 
-    logp: torch.Tensor  # [n] scalar or [n, F, H, W] dense log π_θ(x_{s+1} | x_s)
+    logp: torch.Tensor  # [n] scalar or [n, F, H, W] dense log π_θ(x_{s+1} | x_s) (on the noise subspace)
     velocity: torch.Tensor  # [n, C, F, H, W] (guided) v_θ(x_s, t_s)
     x: torch.Tensor  # [n, C, F, H, W] x_s
     t: torch.Tensor  # [n] t_s
@@ -175,7 +187,7 @@ def transition_eval(policy: VideoPolicy, ro: Rollout, cond: Cond, uncond: Cond |
     c = {k: v[rows] for k, v in cond.items()}
     u = None if uncond is None else {k: v[rows] for k, v in uncond.items()}
     v = guided_velocity(policy, x, ro.grid[s].float(), c, u, ro.guidance).float()
-    step = sde_step(x, v, ro.grid[s].double(), ro.grid[s + 1].double(), ro.sigmas[s].double())
-    logp = reduce_logprob(gaussian_logprob(x_next, step.mean, step.std), ro.reduction)
+    step = sde_step(x, v, ro.grid[s].double(), ro.grid[s + 1].double(), ro.sigmas[s].double(), ro.noise_pool)
+    logp = reduce_logprob(subspace_logprob(x_next, step.mean, step.std, ro.noise_pool), ro.reduction)
     return TransitionEval(logp, v, x, *(z.float().to(x.device) for z in (ro.grid[s], ro.grid[s + 1] - ro.grid[s],
                                                                           ro.sigmas[s])))

@@ -28,6 +28,7 @@ from vidtune.config import GRPOConfig, Recipe, RewardConfig
 from vidtune.data.prompts import PromptSource, check_prompts, first_frame_files, load_first_frames, read_prompts
 from vidtune.errors import VidtuneError
 from vidtune.math.grpo_loss import grpo_objective, kl_to_reference
+from vidtune.math.sde import subspace_project
 from vidtune.math.vipo import FALLBACK_REASONS, dense_advantage, vipo_map_batch
 from vidtune.models.factory import (attach_lora, load_policy, load_trainable_state, prompt_checker, reference_policy,
                                     vipo_time_layout)
@@ -67,7 +68,7 @@ def rollout_spec(cfg: GRPOConfig) -> RolloutSpec:
     return RolloutSpec(steps=r.steps, shift=r.shift, schedule=r.schedule, eta=r.eta, a=r.a, guidance=r.guidance,
                        share_init_noise=r.share_init_noise, train_fraction=r.train_fraction,
                        final_step=r.final_step, sde_window=r.sde_window, reduction="dense" if dense else "scalar",
-                       micro_batch=cfg.micro_batch)
+                       noise_pool=r.noise_pool, micro_batch=cfg.micro_batch)
 
 
 def prompt_pool(recipe: Recipe) -> PromptSource:
@@ -220,7 +221,9 @@ def update(policy, ref, ro: Rollout, cond, uncond, adv: torch.Tensor, aux, valid
                         c = {k: v[mb] for k, v in cond.items()}
                         u = None if uncond is None else {k: v[mb] for k, v in uncond.items()}
                         v_ref = guided_velocity(ref, te.x, te.t, c, u, ro.guidance).float()
-                    kl = kl_to_reference(te.velocity, v_ref, te.sigma, te.t, te.dt, form=cfg.kl_form).unsqueeze(1)
+                    # on the noise subspace, where both transitions have their density (§1 "Coarse noise")
+                    v_new, v_ref = (subspace_project(z, ro.noise_pool) for z in (te.velocity, v_ref))
+                    kl = kl_to_reference(v_new, v_ref, te.sigma, te.t, te.dt, form=cfg.kl_form).unsqueeze(1)
                 obj = grpo_objective(lp_new, lp_old, a, own_valid[mb], clip_range=clip, n_steps=n_cols, kl=kl,
                                      beta_kl=cfg.beta_kl, n_valid=n_valid,
                                      aux_advantages=None if aux is None else aux[mb],
