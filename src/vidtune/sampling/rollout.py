@@ -56,7 +56,7 @@ class RolloutSpec:
             raise ConfigError(f"rollout.noise_pool must be three block sizes >= 1 (F, H, W), got {self.noise_pool}")
         if tuple(self.noise_pool) != ISOTROPIC and self.reduction == "dense":
             raise ConfigError(f"rollout.noise_pool {tuple(self.noise_pool)} gives a density on the pooled grid, "
-                              "which has no per-position (ViPO dense) reduction; use noise_pool (1, 1, 1) with ViPO")
+                              "which has no per-position (ViPO dense) reduction; that reduction needs (1, 1, 1)")
 
 
 def trained_per_sample(spec: RolloutSpec) -> int:
