@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vidtune.math.advantages import group_advantages
-from vidtune.math.sde import sde_step, subspace_project
 from vidtune.math.grpo_loss import (
     clipped_surrogate,
     grpo_loss,
@@ -19,6 +18,7 @@ from vidtune.math.grpo_loss import (
     likelihood_ratio,
     ratio_stats,
 )
+from vidtune.math.sde import sde_step, subspace_project
 
 F64 = torch.float64
 
