@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from vidtune.math.sde import ISOTROPIC, Pool
+
 
 @dataclass
 class Rollout:
@@ -30,7 +32,7 @@ class Rollout:
     group_size: int
     guidance: float
     reduction: str
-    noise_pool: tuple[int, int, int] = (1, 1, 1)  # block sizes of the SDE noise (§1 "Coarse noise")
+    noise_pool: Pool = ISOTROPIC  # block sizes of the SDE noise (§1 "Coarse noise")
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

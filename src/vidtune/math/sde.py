@@ -72,10 +72,11 @@ def pooled_shape(shape: tuple[int, ...], pool: Pool) -> tuple[int, ...]:
 
 def subspace_project(x: torch.Tensor, pool: Pool) -> torch.Tensor:
     """ALGORITHMS.md §1 "Coarse noise", Pᵀx: the sum over each p_F×p_H×p_W block divided by √k (= block mean·√k),
-    [B, C, F, H, W] → [B, C, F/p_F, H/p_H, W/p_W]. The identity for the pool (1, 1, 1)."""
+    [B, C, F, H, W] → [B, C, F/p_F, H/p_H, W/p_W]. The identity for the pool (1, 1, 1). A pool that does not divide
+    (F, H, W) is an error (avg_pool3d would silently drop the remainder)."""
     if tuple(pool) == ISOTROPIC:
         return x
-    pooled_shape(tuple(x.shape), pool)
+    pooled_shape(tuple(x.shape), pool)  # raises on a remainder
     return F.avg_pool3d(x, tuple(pool)) * math.sqrt(math.prod(pool))
 
 
