@@ -5,7 +5,7 @@ seeds, so the clips are those `vidtune eval` judges), the confusion of asked vs 
 and the outcome of every two-motion ("then") prompt (metrics.motion_outcomes.order_outcome).
 
     .venv/bin/python benchmarks/motion_outcomes.py builtin:base runs/shapeworld/sft/model \
-        --out benchmarks/results/motion_outcomes.json
+        --out benchmarks/results/motion_outcomes.json [--set sampling.guidance=6]
 """
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("models", nargs="*")
     ap.add_argument("--out", default="benchmarks/results/motion_outcomes.json")
+    ap.add_argument("--set", nargs="*", default=[], help="recipe overrides (e.g. sampling.guidance=6)")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    recipe = load_recipe(None)
+    recipe = load_recipe(None, args.set)
     e, w, s = recipe.eval, recipe.world, recipe.sampling
     es = eval_set(recipe)  # the same examples, in the same order, with the eval's prompts and sampling seeds
     exs = examples(e.n_seen, e.seed, w, "train") + examples(e.n_heldout, e.seed, w, "heldout")
@@ -50,7 +51,7 @@ def main() -> None:
     prompts, seeds = [es.prompts[i] for i in keep], [es.seeds[i] for i in keep]
     asked = [tuple(exs[i].scene.motions) for i in keep]
     real = torch.stack([torch.from_numpy(exs[i].render(w).video).permute(0, 3, 1, 2) for i in keep])
-    result = {"prompts": prompts, "rows": {"rendered": outcomes(real, prompts, asked)}}
+    result = {"overrides": args.set, "prompts": prompts, "rows": {"rendered": outcomes(real, prompts, asked)}}
     for spec in args.models:
         policy = load_tiny(spec).eval()
         with torch.no_grad():

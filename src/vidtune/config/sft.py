@@ -101,6 +101,11 @@ class SFTConfig(FlowTimes):
         0.0, ge=0, description="λ of the motion-emphasis loss (math/flow_matching.motion_emphasis, a project addition "
         "to §7.1): each element's error is weighted by 1 + λ·(temporal change of the target there)/(its max), "
         "renormalised to mean 1 per clip; 0 = plain flow matching.")
+    contrastive_lambda: float = Field(
+        0.0, ge=0, lt=1, description="λ of the counterfactual contrastive term (math/flow_matching."
+        "contrastive_errors, ALGORITHMS.md §7.1): each clip with a motion also gets a counterfactual with the same "
+        "first frame (a sequence in reversed order, or a different single motion; world/counterfactual.py) and the "
+        "loss subtracts λ × the error against its target; ShapeWorld data only; 0 = off.")
     text_pos_gain: float | None = Field(
         None, gt=0, description="Embedded model: grow a zero-initialised text position table with this gain before "
         "training (models/dit.TextEncoder.attach_position_boost: the shipped base's text encoder is nearly "
@@ -113,3 +118,11 @@ class SFTConfig(FlowTimes):
     structure: StructureConfig = StructureConfig()
     physics: PhysicsConfig = PhysicsConfig()
     data: SFTDataConfig = SFTDataConfig()
+
+    @model_validator(mode="after")
+    def _counterfactuals_need_scenes(self) -> "SFTConfig":
+        if self.contrastive_lambda > 0 and self.data.source != "shapeworld":
+            raise ValueError("sft.contrastive_lambda needs counterfactual clips, which only the ShapeWorld renderer "
+                             "makes (sft.data.source=shapeworld); set it to 0 for sft.data.source="
+                             f"{self.data.source}")
+        return self

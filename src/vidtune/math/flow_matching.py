@@ -63,6 +63,19 @@ def motion_emphasis(x0: torch.Tensor, lam: float) -> torch.Tensor:
     return m / _bcast(m.flatten(1).mean(1), m)
 
 
+def contrastive_errors(errors: torch.Tensor, neg_errors: torch.Tensor, lam: float,
+                       has_negative: torch.Tensor) -> torch.Tensor:
+    """Per-sample errors of the counterfactual contrastive flow-matching loss (ALGORITHMS.md §7.1, a project use of
+    ΔFM, Stoica et al. 2025, arXiv 2506.05350): e_b − λ·n_b·e⁻_b, where e⁻_b is the error against the negative's
+    target ε − x⁻_0 (same ε and t) and n_b ∈ {0, 1} marks the samples that have a negative. For 0 ≤ λ < 1 the
+    per-element minimiser is v* = (v⁺ − λ·v⁻)/(1 − λ), i.e. x̂_0 = x_0 + λ/(1 − λ)·(x_0 − x⁻_0): the target pushed
+    away from the negative where they differ, unchanged where they agree. Example: e = [1, 1], e⁻ = [4, 4],
+    λ = 0.25, n = [1, 0] → [0, 1]."""
+    if not 0.0 <= lam < 1.0:
+        raise ValueError(f"contrastive λ must be in [0, 1) (the loss is unbounded below at λ ≥ 1), got {lam}")
+    return errors - lam * has_negative.to(errors.dtype) * neg_errors
+
+
 def weighted_fm_loss(errors: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """ALGORITHMS.md §7.1: L_FM = (1/B)·Σ_b ω_b·e_b (ω ≡ 1 when ``weights`` is None)."""
     return errors.mean() if weights is None else (weights.to(errors.dtype) * errors).mean()

@@ -7,8 +7,8 @@ from typing import NamedTuple
 import torch
 
 from vidtune.math.structure_weights import epe_loss
-from vidtune.math.flow_matching import (interpolate, motion_emphasis, per_sample_mse, sample_t, velocity_target,
-                                        weighted_fm_loss)
+from vidtune.math.flow_matching import (contrastive_errors, interpolate, motion_emphasis, per_sample_mse, sample_t,
+                                        velocity_target, weighted_fm_loss)
 
 
 class FMBatch(NamedTuple):
@@ -33,17 +33,28 @@ def draw_batch(step: int, seed: int, n_data: int, batch: int, p_drop: float, p_i
 
 class FMLoss(NamedTuple):
     loss: torch.Tensor  # scalar L_FM (weighted mean) [+ λ_flow·EPE]
-    errors: torch.Tensor  # [B] per-sample e_b (detached)
+    errors: torch.Tensor  # [B] per-sample e_b against the clip's own target (detached)
     epe: torch.Tensor | None = None  # motion-branch EPE (detached), when a flow target was given
+    neg_errors: torch.Tensor | None = None  # [B] e⁻_b against the counterfactual's target (detached), when given
+
+
+class Negatives(NamedTuple):
+    """Counterfactual negatives of the batch's rows (world/counterfactual.py) for the contrastive term."""
+
+    video: torch.Tensor  # [B, F, 3, H, W] pixel clips, same first frame as the positives
+    mask: torch.Tensor  # [B] bool: the row has a negative
+    lam: float  # λ of math/flow_matching.contrastive_errors
 
 
 def fm_loss(policy, video: torch.Tensor, prompts: list[str], fb: FMBatch, weights: torch.Tensor | None = None,
             flow_target: torch.Tensor | None = None, lambda_flow: float = 0.0, rows: slice = slice(None),
-            emphasis: float = 0.0) -> FMLoss:
+            emphasis: float = 0.0, negatives: Negatives | None = None) -> FMLoss:
     """L_FM = (1/B)·Σ ω_b·e_b on pixel videos [B, F, 3, H, W] (latents via the policy), with I2V rows conditioned
     on their first frame; plus λ_flow·EPE of the motion branch against ``flow_target`` [B, F−1, 2, H', W']
     (ALGORITHMS.md §7.3) when given. ``emphasis`` λ > 0 weights each element's squared error by
-    :func:`motion_emphasis` of the target latents (``sft.motion_emphasis``). The step runs on the policy's device;
+    :func:`motion_emphasis` of the target latents (``sft.motion_emphasis``). ``negatives`` add the counterfactual
+    contrastive term (:func:`contrastive_errors`, ``sft.contrastive_lambda``): the same ε, t and element weights
+    against each negative's target ε − x⁻_0. The step runs on the policy's device;
     the batch's random draws stay on the CPU generator, so they do not depend on the device.
 
     Data parallelism: ``rows`` are this rank's rows of the batch ``fb`` (runtime/distributed.shard). ``video``,
@@ -63,8 +74,15 @@ def fm_loss(policy, video: torch.Tensor, prompts: list[str], fb: FMBatch, weight
     else:
         v, flow = policy.velocity_and_flow(xt, t, cond)
         epe = epe_loss(flow, flow_target.to(flow))
-    errors = per_sample_mse(v, velocity_target(x0, eps), motion_emphasis(x0, emphasis) if emphasis > 0 else None)
-    loss = weighted_fm_loss(errors, None if weights is None else weights.to(device))
+    m = motion_emphasis(x0, emphasis) if emphasis > 0 else None
+    errors = per_sample_mse(v, velocity_target(x0, eps), m)
+    train_errors, neg_errors = errors, None
+    if negatives is not None:
+        x_neg = policy.encode_video(negatives.video).to(device)
+        neg_errors = per_sample_mse(v, velocity_target(x_neg, eps), m)
+        train_errors = contrastive_errors(errors, neg_errors, negatives.lam, negatives.mask.to(device))
+    loss = weighted_fm_loss(train_errors, None if weights is None else weights.to(device))
     if epe is not None:
         loss = loss + lambda_flow * epe
-    return FMLoss(loss, errors.detach(), None if epe is None else epe.detach())
+    return FMLoss(loss, errors.detach(), None if epe is None else epe.detach(),
+                  None if neg_errors is None else neg_errors.detach())

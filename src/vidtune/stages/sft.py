@@ -36,9 +36,10 @@ from vidtune.runlog import MetricsWriter, rewind_metrics, load_checkpoint, make_
 from vidtune.runtime.distributed import (ForwardWith, World, check_world, reduce_over_ranks, run_stage, shard,
                                          wrap_ddp)
 from vidtune.runtime.fsdp import export_stage, prepare_training, save_stage_checkpoint
-from vidtune.stages.fm_step import draw_batch, fm_loss
+from vidtune.stages.fm_step import Negatives, draw_batch, fm_loss
 from vidtune.stages.optim_step import SkipGuard, clipped_step
 from vidtune.stages.sft_structure import RollingScores, reconstruction_scores, refresh_interval
+from vidtune.world.counterfactual import counterfactual_bank
 from vidtune.world.dataset import Example, captions, examples, render_bank, with_pan_contrast
 
 
@@ -73,6 +74,7 @@ class SFTData(NamedTuple):
     texts: list[str]  # their captions
     psi: torch.Tensor  # [N] structural instability ψ (zeros when re-weighting is off)
     flow_targets: torch.Tensor | None  # [N, F−1, 2, H', W'] decoder-grid flow (physics-aware SFT) or None
+    negatives: tuple[torch.Tensor, torch.Tensor] | None = None  # counterfactual bank uint8 [N, F, 3, H, W], has [N]
 
 
 def stable_mask(psi: torch.Tensor, hard_limit: float | None) -> torch.Tensor:
@@ -92,7 +94,9 @@ def shapeworld_data(recipe: Recipe, grid: tuple[int, int] | None, progress: bool
     exs = [e for e, k in zip(exs, keep.tolist()) if k]
     bank = render_bank(exs, recipe.world, progress=progress)
     texts = captions(exs, "instruction", recipe.run.seed, 0.0)
-    return SFTData(bank, texts, psi[keep], None if flows is None else flows[keep])
+    negatives = (counterfactual_bank(exs, recipe.world, recipe.run.seed + 303)
+                 if recipe.sft.contrastive_lambda > 0 else None)
+    return SFTData(bank, texts, psi[keep], None if flows is None else flows[keep], negatives)
 
 
 def folder_data(recipe: Recipe, clip, grid: tuple[int, int] | None, progress: bool) -> SFTData:
@@ -188,7 +192,7 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
     grid = policy.net.grid[1:] if cfg.physics.enabled else None
     data = (shapeworld_data(recipe, grid, progress) if cfg.data.source == "shapeworld"
             else folder_data(recipe, policy.config, grid, progress))
-    bank, texts, psi, flow_targets = data
+    bank, texts, psi, flow_targets, negatives = data
     pct = score_percentiles(psi)
 
     st = cfg.structure
@@ -228,9 +232,11 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
             w = structure_weights(psi[fb.index], pct.q_low, pct.q_high, st.gamma if st.enabled else 0.0,
                                   st.omega_min, st.omega_max)
             index = fb.index[rows]
+            neg = (None if negatives is None else
+                   Negatives(negatives[0][index].float() / 255.0, negatives[1][index], cfg.contrastive_lambda))
             out = step_loss(bank[index].float() / 255.0, [texts[i] for i in index.tolist()], fb, w.omega[rows],
                             None if flow_targets is None else flow_targets[index], cfg.physics.lambda_flow, rows,
-                            cfg.motion_emphasis)
+                            cfg.motion_emphasis, neg)
             for group in opt.param_groups:
                 group["lr"] = warmup_stable_decay(step, cfg.lr, cfg.warmup)
             opt.zero_grad(set_to_none=True)
@@ -240,9 +246,14 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 loss = reduce_over_ranks(out.loss.detach())  # every rank joins the all-reduce
                 epe = None if out.epe is None else reduce_over_ranks(out.epe)
+                contrast = None if neg is None else reduce_over_ranks(
+                    torch.stack([out.errors.mean(), out.neg_errors[neg.mask.to(out.neg_errors.device)].mean() if bool(neg.mask.any())
+                                 else out.errors.new_tensor(float("nan"))]))
                 if lead:
                     dt = (time.time() - t_last) / cfg.log_every
                     extra = {} if epe is None else {"flow_epe": float(epe)}
+                    if contrast is not None:  # own-target and counterfactual-target errors (the gap should grow)
+                        extra |= {"fm_error": float(contrast[0]), "counterfactual_error": float(contrast[1])}
                     metrics.log(step + 1, loss=loss.item(), **extra, grad_norm=gnorm, skipped_step=guard.total,
                                 weight_min=float(w.omega.min()),
                                 weight_max=float(w.omega.max()), psi_hat_mean=float(w.psi_hat.mean()),

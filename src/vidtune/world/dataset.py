@@ -22,8 +22,10 @@ class Example:
     seed: int
     contrast: float = 1.0  # background texture amplitude (curated camera data may use a stronger texture)
 
-    def render(self, world: WorldConfig) -> Clip:
-        return render(self.scene, self.seed, frames=world.frames, size=world.size, contrast=self.contrast)
+    def render(self, world: WorldConfig, shown_motions: tuple[str, ...] | None = None) -> Clip:
+        """The clip (``shown_motions``: its counterfactual with the same first frame, world/render.render)."""
+        return render(self.scene, self.seed, frames=world.frames, size=world.size, contrast=self.contrast,
+                      shown_motions=shown_motions)
 
 
 def examples(n: int, seed: int, world: WorldConfig, split: Split = "train") -> list[Example]:
@@ -87,6 +89,10 @@ def render_bank(exs: list[Example], world: WorldConfig, progress: bool = True) -
 
     bank = torch.empty((len(exs), world.frames, 3, world.size, world.size), dtype=torch.uint8)
     for i, e in enumerate(track(exs, "rendering clips", disable=not progress)):
-        v = e.render(world).video
-        bank[i] = torch.from_numpy((v * 255.0 + 0.5).astype(np.uint8)).permute(0, 3, 1, 2)
+        bank[i] = to_uint8(e.render(world).video)
     return bank
+
+
+def to_uint8(video: np.ndarray) -> torch.Tensor:
+    """[T, H, W, 3] float in [0, 1] → [T, 3, H, W] uint8 (rounded), one clip of a bank."""
+    return torch.from_numpy((video * 255.0 + 0.5).astype(np.uint8)).permute(0, 3, 1, 2)

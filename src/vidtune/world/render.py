@@ -174,15 +174,22 @@ def _place(rng, rel: np.ndarray, r: float, size: int, count: int, prefer: str) -
 # ---------------------------------------------------------------------------------------------- render
 
 
-def render(scene: Scene, seed: int, frames: int = 8, size: int = 32, contrast: float = 1.0) -> Clip:
+def render(scene: Scene, seed: int, frames: int = 8, size: int = 32, contrast: float = 1.0,
+           shown_motions: tuple[str, ...] | None = None) -> Clip:
     """Render ``scene`` deterministically from ``seed``. Open attributes (None) are drawn from the seed too;
-    ``contrast`` scales the background texture's amplitude (1 = the world's default)."""
+    ``contrast`` scales the background texture's amplitude (1 = the world's default).
+
+    ``shown_motions`` renders a counterfactual of the same clip: background, camera, objects and their start
+    positions (so the first frame) are those of ``scene``, but the objects move by ``shown_motions`` (they may then
+    leave the canvas). The returned clip's ``scene`` is still ``scene``."""
     rng = np.random.default_rng(seed)
     scale = size / 32.0
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     bg_params = _background(rng, contrast)
     cam = camera_path(scene.camera, frames, scale)
     if scene.pour:
+        if shown_motions is not None:
+            raise VidtuneError(f"a pour has no object motion to replace (shown_motions={shown_motions})")
         return _render_pour(scene, rng, frames, size, scale, xx, yy, bg_params, cam)
 
     size_name = scene.size or rng.choice(["small", "large"])
@@ -195,6 +202,8 @@ def render(scene: Scene, seed: int, frames: int = 8, size: int = 32, contrast: f
     starts = _place(rng, rel, r, size, count, prefer)
     if starts is None:
         raise InfeasibleScene(f"scene does not fit a {size}px canvas: {scene}")
+    if shown_motions is not None:
+        rel = relative_trajectory(shown_motions, frames, scale, floor_drop) - cam
 
     colour = np.array(PALETTE[scene.colour])
     video = np.empty((frames, size, size, 3), np.float32)
