@@ -38,12 +38,16 @@ def model_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_ranks_with_resume_equal_one_process(model_dir, tmp_path, parallel):
-    launch("sft", _overrides(model_dir, tmp_path, "single", 2), ranks=1)
+    """DDP runs with the counterfactual contrastive term on (its negatives are sharded with the rows too)."""
+    extra = ["sft.contrastive_lambda=0.2"] if parallel == "ddp" else []
+    launch("sft", [*_overrides(model_dir, tmp_path, "single", 2), *extra], ranks=1)
     ddp = tmp_path / "ddp"
     strategy = f"run.parallel={parallel}"
-    launch("sft", [*_overrides(model_dir, tmp_path, "ddp", 1), strategy], ranks=2)
-    assert json.loads((ddp / "metrics.jsonl").read_text())["step"] == 1  # rank 0 alone logs
-    launch("sft", [*_overrides(model_dir, tmp_path, "ddp", 2), strategy], ranks=2)  # resumes from step 1
+    launch("sft", [*_overrides(model_dir, tmp_path, "ddp", 1), strategy, *extra], ranks=2)
+    first = json.loads((ddp / "metrics.jsonl").read_text())
+    assert first["step"] == 1  # rank 0 alone logs
+    assert ("counterfactual_error" in first) == bool(extra)
+    launch("sft", [*_overrides(model_dir, tmp_path, "ddp", 2), strategy, *extra], ranks=2)  # resumes from step 1
 
     single, parallel = weights(tmp_path / "single" / "sft" / "model"), weights(ddp / "sft" / "model")
     init = weights(model_dir)

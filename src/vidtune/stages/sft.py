@@ -246,9 +246,9 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 loss = reduce_over_ranks(out.loss.detach())  # every rank joins the all-reduce
                 epe = None if out.epe is None else reduce_over_ranks(out.epe)
-                contrast = None if neg is None else reduce_over_ranks(
-                    torch.stack([out.errors.mean(), out.neg_errors[neg.mask.to(out.neg_errors.device)].mean() if bool(neg.mask.any())
-                                 else out.errors.new_tensor(float("nan"))]))
+                contrast = None if neg is None else reduce_over_ranks(torch.stack(
+                    [out.errors.mean(), out.neg_errors[neg.mask.to(out.neg_errors.device)].mean()
+                     if bool(neg.mask.any()) else out.errors.new_tensor(float("nan"))]))
                 if lead:
                     dt = (time.time() - t_last) / cfg.log_every
                     extra = {} if epe is None else {"flow_epe": float(epe)}
