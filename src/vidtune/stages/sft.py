@@ -211,11 +211,14 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
     rows = shard(cfg.batch_size, world.rank, world.size)
     n_train = sum(p.numel() for p in params)
     mix = f"{cfg.control_ratio:.0%} control mix" if cfg.data.source == "shapeworld" else cfg.data.path
+    what = (f"LoRA r={cfg.lora_rank}" if cfg.lora_rank else "decoder + motion branch" if cfg.physics.enabled
+            else "full")
     if lead:
         print(f"sft: {len(bank)} clips ({mix}), batch {cfg.batch_size} over {world.size} process(es)"
-              f"{' (FSDP)' if fsdp else ''}, steps "
-              f"{start}→{cfg.steps}, trainable {n_train / 1e6:.3f} M ({'LoRA r=' + str(cfg.lora_rank) if cfg.lora_rank else 'decoder + motion branch' if cfg.physics.enabled else 'full'}), "
-              f"ψ percentiles [{pct.q_low:.3f}, {pct.q_high:.3f}]")
+              f"{' (FSDP)' if fsdp else ''}, steps {start}→{cfg.steps}, trainable {n_train / 1e6:.3f} M ({what}), "
+              f"ψ percentiles [{pct.q_low:.3f}, {pct.q_high:.3f}]"
+              + (f", counterfactual negatives for {int(negatives[1].sum())} clips (λ {cfg.contrastive_lambda})"
+                 if negatives is not None else ""))
         rewind_metrics(metrics.path, "sft", start)
 
     t_last = time.time()
