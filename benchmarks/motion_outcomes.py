@@ -5,7 +5,7 @@ seeds, so the clips are those `vidtune eval` judges), the confusion of asked vs 
 and the outcome of every two-motion ("then") prompt (metrics.motion_outcomes.order_outcome).
 
     .venv/bin/python benchmarks/motion_outcomes.py builtin:base runs/shapeworld/sft/model \
-        --out benchmarks/results/motion_outcomes.json [--set sampling.guidance=6]
+        --out benchmarks/results/motion_outcomes.json [--set sampling.guidance=6] [--i2v]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("models", nargs="*")
     ap.add_argument("--out", default="benchmarks/results/motion_outcomes.json")
     ap.add_argument("--set", nargs="*", default=[], help="recipe overrides (e.g. sampling.guidance=6)")
+    ap.add_argument("--i2v", action="store_true", help="image-to-video: condition on the rendered clip's first frame")
     args = ap.parse_args()
     torch.set_num_threads(2)
     recipe = load_recipe(None, args.set)
@@ -51,11 +52,12 @@ def main() -> None:
     prompts, seeds = [es.prompts[i] for i in keep], [es.seeds[i] for i in keep]
     asked = [tuple(exs[i].scene.motions) for i in keep]
     real = torch.stack([torch.from_numpy(exs[i].render(w).video).permute(0, 3, 1, 2) for i in keep])
-    result = {"overrides": args.set, "prompts": prompts, "rows": {"rendered": outcomes(real, prompts, asked)}}
+    result = {"overrides": args.set, "i2v": args.i2v, "prompts": prompts, "rows": {"rendered": outcomes(real, prompts, asked)}}
     for spec in args.models:
         policy = load_tiny(spec).eval()
         with torch.no_grad():
-            videos = generate(policy, prompts, seeds, steps=s.steps, shift=s.shift, guidance=s.guidance)
+            videos = generate(policy, prompts, seeds, steps=s.steps, shift=s.shift, guidance=s.guidance,
+                              images=real[:, 0] if args.i2v else None)
         result["rows"][spec] = outcomes(videos, prompts, asked)
     for name, row in result["rows"].items():
         print(f"{name}: one motion {row['single_motion_pass']}/{row['single_motion_n']}; "

@@ -43,6 +43,8 @@ def test_counterfactual_motions_reverse_an_order_and_replace_a_single_motion():
     assert counterfactual_motions(None, rng) is None and counterfactual_motions((), rng) is None
     drawn = {counterfactual_motions(("still",), rng) for _ in range(200)}
     assert drawn == {(m,) for m in MOTIONS if m != "still"}  # every other motion, never the clip's own
+    mixed = {counterfactual_motions(("left", "fall"), rng, "mixed") for _ in range(100)}
+    assert mixed == {("fall", "left"), ("left", "left"), ("fall", "fall")}  # reversed, first only, second only
     palindrome = counterfactual_motions(("up", "down", "up"), rng)
     assert palindrome[1:] == ("down", "up") and palindrome[0] != "up"
 

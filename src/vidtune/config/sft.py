@@ -106,6 +106,9 @@ class SFTConfig(FlowTimes):
         "contrastive_errors, ALGORITHMS.md §7.1): each clip with a motion also gets a counterfactual with the same "
         "first frame (a sequence in reversed order, or a different single motion; world/counterfactual.py) and the "
         "loss subtracts λ × the error against its target; ShapeWorld data only; 0 = off.")
+    counterfactual_order: Literal["reversed", "mixed"] = Field(
+        "reversed", description="The counterfactual of an \"A, then B\" clip: B then A (reversed), or one of B-A, A-A, "
+        "B-B drawn uniformly (mixed: also the first-only and second-only failures); world/counterfactual.py.")
     text_pos_gain: float | None = Field(
         None, gt=0, description="Embedded model: grow a zero-initialised text position table with this gain before "
         "training (models/dit.TextEncoder.attach_position_boost: the shipped base's text encoder is nearly "

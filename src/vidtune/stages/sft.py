@@ -94,7 +94,7 @@ def shapeworld_data(recipe: Recipe, grid: tuple[int, int] | None, progress: bool
     exs = [e for e, k in zip(exs, keep.tolist()) if k]
     bank = render_bank(exs, recipe.world, progress=progress)
     texts = captions(exs, "instruction", recipe.run.seed, 0.0)
-    negatives = (counterfactual_bank(exs, recipe.world, recipe.run.seed + 303)
+    negatives = (counterfactual_bank(exs, recipe.world, recipe.run.seed + 303, recipe.sft.counterfactual_order)
                  if recipe.sft.contrastive_lambda > 0 else None)
     return SFTData(bank, texts, psi[keep], None if flows is None else flows[keep], negatives)
 
