@@ -35,6 +35,8 @@ from vidtune.rewards.base import build_reward
 from vidtune.rewards.verifier import ShapeWorldVerifier
 from vidtune.sampling.rollout import transition_eval
 from vidtune.stages.grpo import do_rollout, prompt_pool, rollout_spec
+from vidtune.world.dataset import examples
+from vidtune.world.grammar import caption
 
 
 # advantage variants on the same rollouts: group_advantages keyword overrides of the verifier's; coin_flip (0/1
@@ -85,6 +87,15 @@ def summary(grads: torch.Tensor, batches: tuple[int, ...], tensors: dict[str, in
             "top_tensors": {k: per[k] for k in best}}
 
 
+def i2v_pool(recipe, n: int = 64) -> tuple[list[str], torch.Tensor]:
+    """``n`` rendered training clips (seen compositions) that have a motion: instruction captions and first frames
+    [n, 3, H, W]."""
+    w = recipe.world
+    exs = [x for x in examples(4 * n, recipe.run.seed + 5, w, "train") if x.scene.motions and not x.scene.pour][:n]
+    frames = torch.stack([torch.from_numpy(x.render(w).video[0]).permute(2, 0, 1) for x in exs])
+    return [caption(x.scene) for x in exs], frames
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -96,16 +107,21 @@ def main() -> None:
     ap.add_argument("--advantages", nargs="*", default=list(VARIANTS),
                     help="advantage variants to measure, or registered reward names (e.g. scorer); each costs one "
                     "backward pass over the batch")
+    ap.add_argument("--i2v", action="store_true",
+                    help="image-to-video: the prompts are 64 rendered ShapeWorld training clips with a motion, each "
+                    "group conditioned on its clip's first frame (the layout is then given; the SDE steps decide "
+                    "the motion)")
     ap.add_argument("--out", default="benchmarks/results/grpo_noise_scale.json")
     args = ap.parse_args()
     torch.set_num_threads(2)
     t0 = time.time()
     recipe = load_recipe(None, args.set)
     cfg, policy = recipe.grpo, load_tiny(args.model)
-    pool = prompt_pool(recipe).prompts
+    pool, frames = i2v_pool(recipe) if args.i2v else (prompt_pool(recipe).prompts, None)
     prompt_ids = torch.arange(args.prompts) % len(pool)  # > len(pool) groups: some prompts twice
     prompts = [pool[i] for i in prompt_ids.tolist()]
-    ro, cond, uncond = do_rollout(policy, prompts, cfg.group_size, rollout_spec(cfg), seed=args.seed)
+    ro, cond, uncond = do_rollout(policy, prompts, cfg.group_size, rollout_spec(cfg), seed=args.seed,
+                                  images=None if frames is None else frames[prompt_ids])
     videos = policy.decode(ro.final).cpu()
     rewards = ShapeWorldVerifier()(videos, ro.prompts).scores
     controls = {"coin_flip": lambda: torch.bernoulli(torch.full_like(rewards, 0.5),
@@ -113,7 +129,8 @@ def main() -> None:
                 "brightness": lambda: videos.flatten(1).mean(1).double()}
     tensors = {n: p.numel() for n, p in policy.named_parameters() if p.requires_grad}  # group_gradients' order
     batches = (cfg.prompts_per_iter, 4, 16, 64, 256, 1024)
-    result = {"model": args.model, "overrides": args.set, "groups": args.prompts, "group_size": cfg.group_size,
+    result = {"model": args.model, "overrides": args.set, "i2v": args.i2v, "groups": args.prompts,
+              "group_size": cfg.group_size,
               "seed": args.seed, "reward_mean": float(rewards.mean()), "rewards": {}}
     for name in args.advantages:
         if name in VARIANTS:
