@@ -120,6 +120,8 @@ class EvalConfig(Section):
         1, ge=1, description="K clips per prompt, each from its own fixed seed (VBench samples 5); K > 1 divides the "
         "sampling variance of every mean by K at K× the eval time. The first clip of each prompt is the K = 1 set.")
     grid_prompts: int = Field(8, ge=0, description="Prompts shown in the video grid of the report.")
+    i2v: bool = Field(False, description="Image-to-video: condition each prompt on the first frame of its "
+                      "ground-truth rendering (the layout is given; what is judged is how the clip goes on).")
 
     @model_validator(mode="after")
     def _some_prompts(self) -> "EvalConfig":

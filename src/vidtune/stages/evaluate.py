@@ -30,16 +30,22 @@ class EvalSet:
     scenes: list[Scene]
     prompts: list[str]
     seeds: list[int]
+    images: torch.Tensor | None = None  # [N, 3, H, W] first frames to condition on (eval.i2v), else None (T2V)
 
 
 def eval_set(recipe: Recipe) -> EvalSet:
     """The eval prompts (seen, then held-out) repeated ``eval.samples_per_prompt`` = K times, repeat-major: entries
-    k·N … k·N + N − 1 are the N prompts with their k-th seed, so the first N entries are the K = 1 set."""
+    k·N … k·N + N − 1 are the N prompts with their k-th seed, so the first N entries are the K = 1 set. With
+    ``eval.i2v`` every entry also carries the first frame of its prompt's ground-truth rendering."""
     e, w = recipe.eval, recipe.world
     exs = examples(e.n_seen, e.seed, w, "train") + examples(e.n_heldout, e.seed, w, "heldout")
     reps = range(e.samples_per_prompt)
+    images = None
+    if e.i2v:
+        first = torch.stack([torch.from_numpy(x.render(w).video[0]).permute(2, 0, 1) for x in exs])
+        images = first.repeat(e.samples_per_prompt, 1, 1, 1)
     return EvalSet([x.scene for _ in reps for x in exs], [caption(x.scene) for _ in reps for x in exs],
-                   [e.seed * 100_003 + i + k * 7_919_009 for k in reps for i in range(len(exs))])
+                   [e.seed * 100_003 + i + k * 7_919_009 for k in reps for i in range(len(exs))], images)
 
 
 SEMANTIC_DIMENSIONS = {"object_class": "atom/shape", "count": "atom/count", "colour": "atom/colour",
@@ -107,7 +113,7 @@ def evaluate_policy(policy, recipe: Recipe, progress: bool = True) -> dict:
     es = eval_set(recipe)
     s = recipe.sampling
     videos = generate(policy, es.prompts, es.seeds, steps=s.steps, shift=s.shift, guidance=s.guidance,
-                      batch_size=s.batch_size, progress=progress)
+                      batch_size=s.batch_size, images=es.images, progress=progress)
     metrics = score_videos(videos, es)
     scorer = matching_scorer(videos)
     if scorer is not None:
