@@ -35,8 +35,7 @@ from vidtune.rewards.base import build_reward
 from vidtune.rewards.verifier import ShapeWorldVerifier
 from vidtune.sampling.rollout import transition_eval
 from vidtune.stages.grpo import do_rollout, prompt_pool, rollout_spec
-from vidtune.world.dataset import examples
-from vidtune.world.grammar import caption
+from vidtune.world.dataset import motion_prompts_with_frames
 
 
 # advantage variants on the same rollouts: group_advantages keyword overrides of the verifier's; coin_flip (0/1
@@ -87,15 +86,6 @@ def summary(grads: torch.Tensor, batches: tuple[int, ...], tensors: dict[str, in
             "top_tensors": {k: per[k] for k in best}}
 
 
-def i2v_pool(recipe, n: int = 64) -> tuple[list[str], torch.Tensor]:
-    """``n`` rendered training clips (seen compositions) that have a motion: instruction captions and first frames
-    [n, 3, H, W]."""
-    w = recipe.world
-    exs = [x for x in examples(4 * n, recipe.run.seed + 5, w, "train") if x.scene.motions and not x.scene.pour][:n]
-    frames = torch.stack([torch.from_numpy(x.render(w).video[0]).permute(2, 0, 1) for x in exs])
-    return [caption(x.scene) for x in exs], frames
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -117,7 +107,8 @@ def main() -> None:
     t0 = time.time()
     recipe = load_recipe(None, args.set)
     cfg, policy = recipe.grpo, load_tiny(args.model)
-    pool, frames = i2v_pool(recipe) if args.i2v else (prompt_pool(recipe).prompts, None)
+    pool, frames = (motion_prompts_with_frames(64, recipe.run.seed + 5, recipe.world) if args.i2v
+                    else (prompt_pool(recipe).prompts, None))
     prompt_ids = torch.arange(args.prompts) % len(pool)  # > len(pool) groups: some prompts twice
     prompts = [pool[i] for i in prompt_ids.tolist()]
     ro, cond, uncond = do_rollout(policy, prompts, cfg.group_size, rollout_spec(cfg), seed=args.seed,

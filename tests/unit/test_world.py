@@ -183,3 +183,18 @@ def test_camera_corruption_of_a_loose_scene_names_another_pan():
     got = {corrupt(scene, "camera", rng).camera for _ in range(200)}
     assert got == {"right", "up", "down"}
     assert "static" in {corrupt(parse("one red circle, camera pans left"), "camera", rng).camera for _ in range(200)}
+
+
+def test_motion_prompts_with_frames_pairs_each_caption_with_its_first_frame():
+    from vidtune.world.dataset import motion_prompts_with_frames
+
+    prompts, frames = motion_prompts_with_frames(5, 3, WorldConfig())
+    assert len(prompts) == 5 and frames.shape == (5, 3, 32, 32)
+    assert all(parse(p).motions and not parse(p).is_heldout for p in prompts)
+    from vidtune.world.render import PALETTE
+
+    for p, f in zip(prompts, frames):  # the frame shows the caption's colour (its objects)
+        colour = torch.tensor(PALETTE[parse(p).colour], dtype=f.dtype)[:, None, None]
+        assert ((f - colour).abs().amax(0) < 0.05).sum() >= 4
+    again, frames_again = motion_prompts_with_frames(5, 3, WorldConfig())
+    assert again == prompts and torch.equal(frames, frames_again)

@@ -73,6 +73,19 @@ def captions(exs: list[Example], style: Literal["loose", "instruction"], seed: i
                           with_order=rng_order.random() < p_order)) for e in exs]
 
 
+def motion_prompts_with_frames(n: int, seed: int, world: WorldConfig) -> tuple[list[str], torch.Tensor]:
+    """``n`` image-to-video prompts: instruction captions of training-split scenes that have a motion, with the first
+    frames [n, 3, H, W] (float in [0, 1]) of their renderings."""
+    exs: list[Example] = []
+    batch = 0
+    while len(exs) < n:
+        exs += [x for x in examples(4 * n, seed + batch, world, "train") if x.scene.motions and not x.scene.pour]
+        batch += 1
+    exs = exs[:n]
+    frames = torch.stack([torch.from_numpy(x.render(world).video[0]).permute(2, 0, 1) for x in exs])
+    return [caption(x.scene) for x in exs], frames
+
+
 def with_pan_contrast(exs: list[Example], contrast: float) -> list[Example]:
     """The examples with every camera pan rendered at ``contrast`` × the background texture (a visible pan)."""
     return [replace(e, contrast=contrast) if e.scene.pans else e for e in exs]
