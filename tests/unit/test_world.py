@@ -198,3 +198,5 @@ def test_motion_prompts_with_frames_pairs_each_caption_with_its_first_frame():
         assert ((f - colour).abs().amax(0) < 0.05).sum() >= 4
     again, frames_again = motion_prompts_with_frames(5, 3, WorldConfig())
     assert again == prompts and torch.equal(frames, frames_again)
+    with pytest.raises(VidtuneError, match="motion prompts"):
+        motion_prompts_with_frames(2, 3, WorldConfig(p_pour=1.0))

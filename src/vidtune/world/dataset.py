@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from vidtune.config import WorldConfig
+from vidtune.errors import VidtuneError
 from vidtune.world.grammar import Scene, caption, loose, parse, random_scene
 from vidtune.world.render import Clip, InfeasibleScene, render
 
@@ -75,12 +76,15 @@ def captions(exs: list[Example], style: Literal["loose", "instruction"], seed: i
 
 def motion_prompts_with_frames(n: int, seed: int, world: WorldConfig) -> tuple[list[str], torch.Tensor]:
     """``n`` image-to-video prompts: instruction captions of training-split scenes that have a motion, with the first
-    frames [n, 3, H, W] (float in [0, 1]) of their renderings."""
+    frames [n, 3, H, W] (float in [0, 1]) of their renderings; an error when 20 draws of 4n scenes hold fewer (a
+    world config that hardly makes motion, e.g. ``p_pour`` near 1)."""
     exs: list[Example] = []
-    batch = 0
-    while len(exs) < n:
+    for batch in range(20):
         exs += [x for x in examples(4 * n, seed + batch, world, "train") if x.scene.motions and not x.scene.pour]
-        batch += 1
+        if len(exs) >= n:
+            break
+    else:
+        raise VidtuneError(f"only {len(exs)} of {n} motion prompts among {80 * n} scenes of this world config")
     exs = exs[:n]
     frames = torch.stack([torch.from_numpy(x.render(world).video[0]).permute(2, 0, 1) for x in exs])
     return [caption(x.scene) for x in exs], frames
