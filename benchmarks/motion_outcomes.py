@@ -22,8 +22,7 @@ from vidtune.metrics.motion_outcomes import ORDER_OUTCOMES, motion_confusion, or
 from vidtune.models.tiny import load_tiny
 from vidtune.rewards.verifier import ShapeWorldVerifier
 from vidtune.sampling.ode import generate
-from vidtune.stages.evaluate import eval_set
-from vidtune.world.dataset import examples
+from vidtune.stages.evaluate import eval_examples, eval_set
 
 
 def outcomes(videos: torch.Tensor, prompts: list[str], asked: list[tuple[str, ...]]) -> dict:
@@ -45,9 +44,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     recipe = load_recipe(None, args.set)
-    e, w, s = recipe.eval, recipe.world, recipe.sampling
+    w, s = recipe.world, recipe.sampling
     es = eval_set(recipe)  # the same examples, in the same order, with the eval's prompts and sampling seeds
-    exs = examples(e.n_seen, e.seed, w, "train") + examples(e.n_heldout, e.seed, w, "heldout")
+    exs = eval_examples(recipe)
     keep = [i for i, x in enumerate(exs) if x.scene.motions and not x.scene.pour]
     prompts, seeds = [es.prompts[i] for i in keep], [es.seeds[i] for i in keep]
     asked = [tuple(exs[i].scene.motions) for i in keep]

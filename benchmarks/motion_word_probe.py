@@ -29,10 +29,9 @@ import torch
 from vidtune.config import load_recipe
 from vidtune.math.flow_matching import interpolate, per_sample_mse, velocity_target
 from vidtune.models.tiny import load_tiny
-from vidtune.stages.evaluate import eval_set
+from vidtune.stages.evaluate import eval_examples, eval_set
 from vidtune.world.counterfactual import counterfactual_motions
 from vidtune.world.grammar import caption
-from vidtune.world.dataset import examples
 
 TIMES = (0.5, 0.7, 0.9)
 DRAWS = 2
@@ -73,9 +72,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     recipe = load_recipe(None)
-    e, w = recipe.eval, recipe.world
+    w = recipe.world
     es = eval_set(recipe)  # the eval's prompts, in the order of its examples (as benchmarks/motion_outcomes.py)
-    exs = examples(e.n_seen, e.seed, w, "train") + examples(e.n_heldout, e.seed, w, "heldout")
+    exs = eval_examples(recipe)
     rng = random.Random("motion-word-probe")
     idx, cf_caps = [], []
     for i, x in enumerate(exs):

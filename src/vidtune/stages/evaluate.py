@@ -21,7 +21,7 @@ from vidtune.metrics.vbench_eval import evaluate_videos
 from vidtune.rewards.base import build_reward
 from vidtune.rewards.verifier import ATOMS, COLOUR_NAMES, ShapeWorldVerifier, segment_palette
 from vidtune.sampling.ode import generate
-from vidtune.world.dataset import examples
+from vidtune.world.dataset import Example, examples
 from vidtune.world.grammar import Scene, caption
 
 
@@ -33,12 +33,19 @@ class EvalSet:
     images: torch.Tensor | None = None  # [N, 3, H, W] first frames to condition on (eval.i2v), else None (T2V)
 
 
+def eval_examples(recipe: Recipe) -> list[Example]:
+    """The eval's examples, seen compositions then held-out ones (one per prompt, in :func:`eval_set`'s order); their
+    renderings are the ground truth of the eval prompts."""
+    e, w = recipe.eval, recipe.world
+    return examples(e.n_seen, e.seed, w, "train") + examples(e.n_heldout, e.seed, w, "heldout")
+
+
 def eval_set(recipe: Recipe) -> EvalSet:
     """The eval prompts (seen, then held-out) repeated ``eval.samples_per_prompt`` = K times, repeat-major: entries
     k·N … k·N + N − 1 are the N prompts with their k-th seed, so the first N entries are the K = 1 set. With
     ``eval.i2v`` every entry also carries the first frame of its prompt's ground-truth rendering."""
     e, w = recipe.eval, recipe.world
-    exs = examples(e.n_seen, e.seed, w, "train") + examples(e.n_heldout, e.seed, w, "heldout")
+    exs = eval_examples(recipe)
     reps = range(e.samples_per_prompt)
     images = None
     if e.i2v:
