@@ -90,9 +90,31 @@ def test_fm_loss_subtracts_lambda_times_the_counterfactual_error(tiny_policy):
     assert out.neg_errors[0] != out.errors[0]
 
 
+def test_contrastive_t_min_keeps_the_term_on_high_noise_rows_only(tiny_policy):
+    c = tiny_policy.config
+    g = torch.Generator().manual_seed(1)
+    video, negative = (torch.rand(4, c.frames, 3, c.size, c.size, generator=g) for _ in range(2))
+    mask = torch.tensor([True, True, True, False])
+    def fb():  # a fresh generator each call
+        return draw_batch(3, 0, 4, 4, 0.0, 0.0, "uniform")
+
+    t = fb().t
+    t_min = float(t[:3].median())  # splits the rows with a negative
+    with torch.no_grad():
+        out = fm_loss(tiny_policy, video, ["a red circle"] * 4, fb(), negatives=Negatives(negative, mask, 0.3, t_min))
+    kept = mask & (t >= t_min)
+    assert 0 < int(kept.sum()) < 3
+    assert out.neg_errors is not None
+    assert out.loss.item() == pytest.approx((out.errors - 0.3 * kept * out.neg_errors).mean().item(), rel=1e-6)
+    assert out.loss.item() != pytest.approx((out.errors - 0.3 * mask * out.neg_errors).mean().item(), rel=1e-6)
+
+
 def test_contrastive_lambda_is_validated():
     assert load_recipe(None, ["sft.contrastive_lambda=0.2"]).sft.contrastive_lambda == 0.2
     with pytest.raises(ConfigError, match="contrastive_lambda"):
         load_recipe(None, ["sft.contrastive_lambda=1.0"])
     with pytest.raises(ConfigError, match="contrastive_lambda"):
         load_recipe(None, ["sft.contrastive_lambda=0.2", "sft.data.source=video_folder", "sft.data.path=x.jsonl"])
+    assert load_recipe(None, ["sft.contrastive_lambda=0.2", "sft.contrastive_t_min=0.7"]).sft.contrastive_t_min == 0.7
+    with pytest.raises(ConfigError, match="contrastive_t_min"):
+        load_recipe(None, ["sft.contrastive_t_min=0.7"])

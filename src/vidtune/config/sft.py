@@ -106,6 +106,10 @@ class SFTConfig(FlowTimes):
         "contrastive_errors, ALGORITHMS.md §7.1): each clip with a motion also gets a counterfactual with the same "
         "first frame (a sequence in reversed order, or a different single motion; world/counterfactual.py) and the "
         "loss subtracts λ × the error against its target; ShapeWorld data only; 0 = off.")
+    contrastive_t_min: float = Field(
+        0.0, ge=0, lt=1, description="The counterfactual term applies only to samples with flow time t ≥ this "
+        "(t = 1 is noise): the high-noise steps, where a sample's motion is laid out, without the faint negative "
+        "image the term paints at low noise; 0 = every t.")
     counterfactual_order: Literal["reversed", "mixed"] = Field(
         "reversed", description="The counterfactual of an \"A, then B\" clip: B then A (reversed), or one of B-A, A-A, "
         "B-B drawn uniformly (mixed: also the first-only and second-only failures); world/counterfactual.py.")
@@ -128,4 +132,7 @@ class SFTConfig(FlowTimes):
             raise ValueError("sft.contrastive_lambda needs counterfactual clips, which only the ShapeWorld renderer "
                              "makes (sft.data.source=shapeworld); set it to 0 for sft.data.source="
                              f"{self.data.source}")
+        if self.contrastive_t_min > 0 and self.contrastive_lambda == 0:
+            raise ValueError("sft.contrastive_t_min restricts the counterfactual term, which is off "
+                             "(sft.contrastive_lambda=0); set sft.contrastive_lambda > 0 or leave it at 0")
         return self

@@ -44,6 +44,7 @@ class Negatives(NamedTuple):
     video: torch.Tensor  # [B, F, 3, H, W] pixel clips, same first frame as the positives
     mask: torch.Tensor  # [B] bool: the row has a negative
     lam: float  # λ of math/flow_matching.contrastive_errors
+    t_min: float = 0.0  # the term applies to rows whose flow time t ≥ t_min only (sft.contrastive_t_min)
 
 
 def fm_loss(policy, video: torch.Tensor, prompts: list[str], fb: FMBatch, weights: torch.Tensor | None = None,
@@ -54,8 +55,9 @@ def fm_loss(policy, video: torch.Tensor, prompts: list[str], fb: FMBatch, weight
     (ALGORITHMS.md §7.3) when given. ``emphasis`` λ > 0 weights each element's squared error by
     :func:`motion_emphasis` of the target latents (``sft.motion_emphasis``). ``negatives`` add the counterfactual
     contrastive term (:func:`contrastive_errors`, ``sft.contrastive_lambda``): the same ε, t and element weights
-    against each negative's target ε − x⁻_0. The step runs on the policy's device;
-    the batch's random draws stay on the CPU generator, so they do not depend on the device.
+    against each negative's target ε − x⁻_0, on the rows that have a negative and t ≥ ``negatives.t_min``. The step
+    runs on the policy's device; the batch's random draws stay on the CPU generator, so they do not depend on the
+    device.
 
     Data parallelism: ``rows`` are this rank's rows of the batch ``fb`` (runtime/distributed.shard). ``video``,
     ``prompts``, ``weights`` and ``flow_target`` hold those rows only, while the batch's draws (flow times, prompt
@@ -80,7 +82,8 @@ def fm_loss(policy, video: torch.Tensor, prompts: list[str], fb: FMBatch, weight
     if negatives is not None:
         x_neg = policy.encode_video(negatives.video).to(device)
         neg_errors = per_sample_mse(v, velocity_target(x_neg, eps), m)
-        train_errors = contrastive_errors(errors, neg_errors, negatives.lam, negatives.mask.to(device))
+        has_negative = negatives.mask.to(device) & (t >= negatives.t_min)
+        train_errors = contrastive_errors(errors, neg_errors, negatives.lam, has_negative)
     loss = weighted_fm_loss(train_errors, None if weights is None else weights.to(device))
     if epe is not None:
         loss = loss + lambda_flow * epe

@@ -236,7 +236,8 @@ def train(recipe: Recipe, run_dir: str | Path, init: str | None, progress: bool,
                                   st.omega_min, st.omega_max)
             index = fb.index[rows]
             neg = (None if negatives is None else
-                   Negatives(negatives[0][index].float() / 255.0, negatives[1][index], cfg.contrastive_lambda))
+                   Negatives(negatives[0][index].float() / 255.0, negatives[1][index], cfg.contrastive_lambda,
+                             cfg.contrastive_t_min))
             out = step_loss(bank[index].float() / 255.0, [texts[i] for i in index.tolist()], fb, w.omega[rows],
                             None if flow_targets is None else flow_targets[index], cfg.physics.lambda_flow, rows,
                             cfg.motion_emphasis, neg)
