@@ -95,6 +95,7 @@ def test_contrastive_t_min_keeps_the_term_on_high_noise_rows_only(tiny_policy):
     g = torch.Generator().manual_seed(1)
     video, negative = (torch.rand(4, c.frames, 3, c.size, c.size, generator=g) for _ in range(2))
     mask = torch.tensor([True, True, True, False])
+
     def fb():  # a fresh generator each call
         return draw_batch(3, 0, 4, 4, 0.0, 0.0, "uniform")
 
