@@ -22,7 +22,9 @@ direction, image y pointing down):
     score = clean · mean(soft atoms)
 
 ``pan_progress`` is the camera atom alone, signed (a pan the wrong way below none): clean · (1 + p) / 2 with
-p = clip(−F·u_d / c, −1, 1), for training one atom on a set of pan prompts.
+p = clip(−F·u_d / c, −1, 1), for training one atom on a set of pan prompts. ``motion_progress`` is the same for the
+object's motion: p = the mean over segments of clip(D·u_d / (n·v), −1, 1), for prompts whose motions are all
+directional (left/right/up/down/fall); a sequence played in the wrong order scores below one that stands still.
 """
 
 from __future__ import annotations
@@ -48,12 +50,17 @@ def share(counts: dict[str, int] | None, wanted: str) -> float:
 def segment_progress(motion: str, disp: np.ndarray, n: int, scale: float, passed: bool) -> float:
     """Soft grade of one motion segment: its world displacement ``disp`` [2] over ``n`` transitions (module
     docstring); ``passed`` is the pass/fail atom, used for bounce."""
-    speed = MOVE_SPEED * scale * n
     if motion in DIRECTIONS:
-        return float(np.clip(np.dot(disp, DIRECTIONS[motion]) / speed, 0.0, 1.0))
+        return max(0.0, signed_segment(motion, disp, n, scale))
     if motion == "still":
-        return float(ramp(np.linalg.norm(disp) / speed, 1 / 6, 1 / 2))
+        return float(ramp(np.linalg.norm(disp) / (MOVE_SPEED * scale * n), 1 / 6, 1 / 2))
     return float(passed)
+
+
+def signed_segment(motion: str, disp: np.ndarray, n: int, scale: float) -> float:
+    """Signed progress of a directional motion segment: clip(D·u_d / (n·v), −1, 1), so moving the wrong way scores
+    below standing still and both below the asked motion."""
+    return float(np.clip(np.dot(disp, DIRECTIONS[motion]) / (MOVE_SPEED * scale * n), -1.0, 1.0))
 
 
 def camera_progress(camera: str, flow: np.ndarray, scale: float) -> float:
@@ -141,3 +148,30 @@ class PanProgress:
                 scores[i] = d["clean"] * (1 + signed_pan(scene.camera, np.asarray(d["camera_flow"]), scale)) / 2
         camera = hard.components.get("camera", torch.full((len(prompts),), float("nan")))
         return RewardOutput(scores=scores, components={"camera": camera}, details=hard.details)
+
+
+@register("motion_progress")
+class MotionProgress:
+    """The motion atom alone as a dense reward: clean · (1 + p) / 2 in [0, 1], p the mean signed progress of the
+    asked motion segments (:func:`signed_segment`). A prompt with a non-directional motion (still, bounce, pour) or
+    none, or a clip the verifier cannot segment, scores NaN (excluded from the update); meant for a prompt set of
+    motion prompts (benchmarks/i2v_prompts.py)."""
+
+    name = "motion_progress"
+    range = (0.0, 1.0)
+
+    def __init__(self):
+        self.verifier = ShapeWorldVerifier()
+
+    def __call__(self, videos: torch.Tensor, prompts: list[str], **context) -> RewardOutput:
+        hard = self.verifier(videos, prompts)
+        frames, scale = videos.shape[1], videos.shape[-2] / 32.0
+        scores = torch.full((len(prompts),), float("nan"))
+        for i, (prompt, d) in enumerate(zip(prompts, hard.details)):
+            scene, disps = parse(prompt), d.get("segment_disp")
+            if scene.motions and disps is not None and all(m in DIRECTIONS for m in scene.motions):
+                n = (frames - 1) / len(scene.motions)
+                p = np.mean([signed_segment(m, np.asarray(x), n, scale) for m, x in zip(scene.motions, disps)])
+                scores[i] = d["clean"] * (1 + p) / 2
+        motion = hard.components.get("motion", torch.full((len(prompts),), float("nan")))
+        return RewardOutput(scores=scores, components={"motion": motion}, details=hard.details)
