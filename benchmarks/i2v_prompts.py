@@ -22,12 +22,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--directional", action="store_true",
+                    help="only motions along a direction (left/right/up/down/fall), which the motion_progress reward "
+                    "grades")
     ap.add_argument("--out", default="runs/i2v_prompts")
     args = ap.parse_args()
-    prompts, frames = motion_prompts_with_frames(args.n, args.seed, WorldConfig())
+    prompts, frames = motion_prompts_with_frames(args.n, args.seed, WorldConfig(), args.directional)
     out = Path(args.out)
     (out / "frames").mkdir(parents=True, exist_ok=True)
-    (out / "prompts.txt").write_text("# image-to-video motion prompts, seen compositions (benchmarks/i2v_prompts.py)\n"
+    kind = "directional motion" if args.directional else "motion"
+    (out / "prompts.txt").write_text(f"# image-to-video {kind} prompts, seen compositions (benchmarks/i2v_prompts.py)\n"
                                      + "\n".join(prompts) + "\n")
     for k, f in enumerate(frames):
         rgb = (f.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)

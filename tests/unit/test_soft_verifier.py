@@ -10,10 +10,10 @@ import torch
 
 from vidtune.config import WorldConfig
 from vidtune.rewards.base import build_reward
-from vidtune.rewards.soft_verifier import camera_progress, segment_progress, share, signed_pan, signed_segment
+from vidtune.rewards.soft_verifier import DIRECTIONS, camera_progress, segment_progress, share, signed_pan, signed_segment
 from vidtune.world.corrupt import CORRUPTIBLE, corrupt
 from vidtune.world.dataset import examples, to_tensor
-from vidtune.world.grammar import Scene, caption
+from vidtune.world.grammar import DIRECTIONAL_MOTIONS, Scene, caption
 from vidtune.world.render import CAMERA_SPEED, MOVE_SPEED, render
 
 
@@ -94,6 +94,7 @@ def test_motion_progress_scores_the_asked_motion_above_its_reverse():
     assert signed_segment("right", np.array([3.0, 0.0]), 4, 1.0) == pytest.approx(0.5)
     assert signed_segment("right", np.array([-3.0, 0.0]), 4, 1.0) == pytest.approx(-0.5)
     assert signed_segment("down", np.array([0.0, 9.0]), 4, 1.0) == 1.0
+    assert set(DIRECTIONS) == set(DIRECTIONAL_MOTIONS)  # the prompts benchmarks/i2v_prompts.py --directional writes
     scene = Scene(colour="red", shape="circle", size="large", count=1, motions=("right", "up"), camera="static",
                   pour=False)
     video = to_tensor(render(scene, seed=2).video)

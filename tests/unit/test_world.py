@@ -200,3 +200,7 @@ def test_motion_prompts_with_frames_pairs_each_caption_with_its_first_frame():
     assert again == prompts and torch.equal(frames, frames_again)
     with pytest.raises(VidtuneError, match="motion prompts"):
         motion_prompts_with_frames(2, 3, WorldConfig(p_pour=1.0))
+    directional, _ = motion_prompts_with_frames(40, 3, WorldConfig(), directional=True)
+    assert all(set(parse(p).motions) <= {"left", "right", "up", "down", "fall"} for p in directional)
+    assert not all(set(parse(p).motions) <= {"left", "right", "up", "down", "fall"}
+                   for p in motion_prompts_with_frames(40, 3, WorldConfig())[0])

@@ -11,7 +11,7 @@ import torch
 
 from vidtune.config import WorldConfig
 from vidtune.errors import VidtuneError
-from vidtune.world.grammar import Scene, caption, loose, parse, random_scene
+from vidtune.world.grammar import DIRECTIONAL_MOTIONS, Scene, caption, loose, parse, random_scene
 from vidtune.world.render import Clip, InfeasibleScene, render
 
 Split = Literal["train", "heldout", "any"]
@@ -74,13 +74,18 @@ def captions(exs: list[Example], style: Literal["loose", "instruction"], seed: i
                           with_order=rng_order.random() < p_order)) for e in exs]
 
 
-def motion_prompts_with_frames(n: int, seed: int, world: WorldConfig) -> tuple[list[str], torch.Tensor]:
-    """``n`` image-to-video prompts: instruction captions of training-split scenes that have a motion, with the first
-    frames [n, 3, H, W] (float in [0, 1]) of their renderings; an error when 20 draws of 4n scenes hold fewer (a
-    world config that hardly makes motion, e.g. ``p_pour`` near 1)."""
+def motion_prompts_with_frames(n: int, seed: int, world: WorldConfig,
+                               directional: bool = False) -> tuple[list[str], torch.Tensor]:
+    """``n`` image-to-video prompts: instruction captions of training-split scenes that have a motion (``directional``:
+    only motions along a direction, grammar.DIRECTIONAL_MOTIONS), with the first frames [n, 3, H, W] (float in
+    [0, 1]) of their renderings; an error when 20 draws of 4n scenes hold fewer (a world config that hardly makes
+    motion, e.g. ``p_pour`` near 1)."""
+    def wanted(s) -> bool:
+        return bool(s.motions) and not s.pour and (not directional or set(s.motions) <= set(DIRECTIONAL_MOTIONS))
+
     exs: list[Example] = []
     for batch in range(20):
-        exs += [x for x in examples(4 * n, seed + batch, world, "train") if x.scene.motions and not x.scene.pour]
+        exs += [x for x in examples(4 * n, seed + batch, world, "train") if wanted(x.scene)]
         if len(exs) >= n:
             break
     else:

@@ -26,6 +26,7 @@ COLOURS = ("red", "green", "blue", "yellow", "magenta", "cyan")
 SHAPES = ("circle", "square", "triangle")
 SIZES = ("small", "large")
 MOTIONS = ("left", "right", "up", "down", "still", "fall", "bounce")
+DIRECTIONAL_MOTIONS = ("left", "right", "up", "down", "fall")  # a displacement along a direction
 CAMERAS = ("static", "left", "right", "up", "down")
 COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
 WORD_COUNTS = {v: k for k, v in COUNT_WORDS.items()} | {"a": 1, "an": 1}
