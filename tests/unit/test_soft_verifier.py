@@ -10,7 +10,8 @@ import torch
 
 from vidtune.config import WorldConfig
 from vidtune.rewards.base import build_reward
-from vidtune.rewards.soft_verifier import DIRECTIONS, camera_progress, segment_progress, share, signed_pan, signed_segment
+from vidtune.rewards.soft_verifier import (DIRECTIONS, camera_progress, segment_progress, share, signed_pan,
+                                           signed_segment)
 from vidtune.world.corrupt import CORRUPTIBLE, corrupt
 from vidtune.world.dataset import examples, to_tensor
 from vidtune.world.grammar import DIRECTIONAL_MOTIONS, Scene, caption
