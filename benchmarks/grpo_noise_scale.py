@@ -135,10 +135,13 @@ def main() -> None:
         result["rewards"][name]["informative_groups"] = int((ga.group_std > 0).sum())
         # the spread a group sees against the spread between groups: a reward that varies across prompts but hardly
         # within a group gives GRPO little to compare
-        groups = r.reshape(-1, cfg.group_size)
+        # (nan-aware: a reward may score a prompt NaN, e.g. motion_progress on a non-directional motion)
+        group_means = r.reshape(-1, cfg.group_size).nanmean(1)
+        scored = ~group_means.isnan()
         result["rewards"][name]["reward_mean"] = float(r.nanmean())
-        result["rewards"][name]["within_group_std"] = float(ga.group_std.mean())
-        result["rewards"][name]["between_group_std"] = float(groups.nanmean(1).std())
+        result["rewards"][name]["scored_groups"] = int(scored.sum())
+        result["rewards"][name]["within_group_std"] = float(ga.group_std[scored].mean())
+        result["rewards"][name]["between_group_std"] = float(group_means[scored].std())
         print(name, json.dumps(result["rewards"][name], indent=1))
     result["seconds"] = time.time() - t0
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
