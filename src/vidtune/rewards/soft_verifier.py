@@ -125,53 +125,58 @@ class SoftVerifier:
         return RewardOutput(scores=scores, components=comps, details=hard.details)
 
 
-@register("pan_progress")
-class PanProgress:
-    """One atom as a dense reward: clean · (1 + p) / 2 in [0, 1], p the signed progress of the asked camera pan
-    (:func:`signed_pan`); the verifier's cleanliness factor keeps a noise clip, whose flow is arbitrary, at the
-    bottom. A prompt that asks for no pan, or an invalid clip, scores NaN (excluded from the update), so it is meant
-    for a prompt set of pan prompts (benchmarks/pan_prompts.py)."""
+class SignedAtomReward:
+    """One atom as a dense reward: clean · (1 + p) / 2 in [0, 1], p ∈ [−1, 1] the atom's signed progress
+    (:meth:`signed`, None where the atom does not apply: the sample scores NaN and is left out of the update); the
+    verifier's cleanliness factor keeps a noise clip, whose flow is arbitrary, at the bottom. Components: the
+    pass/fail atom of the same name."""
 
-    name = "pan_progress"
+    name = ""
+    atom = ""
     range = (0.0, 1.0)
 
     def __init__(self):
         self.verifier = ShapeWorldVerifier()
 
-    def __call__(self, videos: torch.Tensor, prompts: list[str], **context) -> RewardOutput:
-        hard = self.verifier(videos, prompts)
-        scale = videos.shape[-2] / 32.0
-        scores = torch.full((len(prompts),), float("nan"))
-        for i, (prompt, d) in enumerate(zip(prompts, hard.details)):
-            scene = parse(prompt)
-            if scene.pans and "camera_flow" in d:
-                scores[i] = d["clean"] * (1 + signed_pan(scene.camera, np.asarray(d["camera_flow"]), scale)) / 2
-        camera = hard.components.get("camera", torch.full((len(prompts),), float("nan")))
-        return RewardOutput(scores=scores, components={"camera": camera}, details=hard.details)
-
-
-@register("motion_progress")
-class MotionProgress:
-    """The motion atom alone as a dense reward: clean · (1 + p) / 2 in [0, 1], p the mean signed progress of the
-    asked motion segments (:func:`signed_segment`). A prompt with a non-directional motion (still, bounce, pour) or
-    none, or a clip the verifier cannot segment, scores NaN (excluded from the update); meant for a prompt set of
-    motion prompts (benchmarks/i2v_prompts.py)."""
-
-    name = "motion_progress"
-    range = (0.0, 1.0)
-
-    def __init__(self):
-        self.verifier = ShapeWorldVerifier()
+    def signed(self, scene: Scene, details: dict, frames: int, scale: float) -> float | None:
+        raise NotImplementedError
 
     def __call__(self, videos: torch.Tensor, prompts: list[str], **context) -> RewardOutput:
         hard = self.verifier(videos, prompts)
         frames, scale = videos.shape[1], videos.shape[-2] / 32.0
         scores = torch.full((len(prompts),), float("nan"))
         for i, (prompt, d) in enumerate(zip(prompts, hard.details)):
-            scene, disps = parse(prompt), d.get("segment_disp")
-            if scene.motions and disps is not None and all(m in DIRECTIONS for m in scene.motions):
-                n = (frames - 1) / len(scene.motions)
-                p = np.mean([signed_segment(m, np.asarray(x), n, scale) for m, x in zip(scene.motions, disps)])
+            p = self.signed(parse(prompt), d, frames, scale)
+            if p is not None:
                 scores[i] = d["clean"] * (1 + p) / 2
-        motion = hard.components.get("motion", torch.full((len(prompts),), float("nan")))
-        return RewardOutput(scores=scores, components={"motion": motion}, details=hard.details)
+        atom = hard.components.get(self.atom, torch.full((len(prompts),), float("nan")))
+        return RewardOutput(scores=scores, components={self.atom: atom}, details=hard.details)
+
+
+@register("pan_progress")
+class PanProgress(SignedAtomReward):
+    """The camera atom: p the signed progress of the asked pan (:func:`signed_pan`). A prompt that asks for no pan,
+    or an invalid clip, scores NaN, so it is meant for a prompt set of pan prompts (benchmarks/pan_prompts.py)."""
+
+    name, atom = "pan_progress", "camera"
+
+    def signed(self, scene: Scene, details: dict, frames: int, scale: float) -> float | None:
+        if not scene.pans or "camera_flow" not in details:
+            return None
+        return signed_pan(scene.camera, np.asarray(details["camera_flow"]), scale)
+
+
+@register("motion_progress")
+class MotionProgress(SignedAtomReward):
+    """The motion atom: p the mean signed progress of the asked motion segments (:func:`signed_segment`). A prompt
+    with a non-directional motion (still, bounce, pour) or none, or a clip the verifier cannot segment, scores NaN;
+    meant for a prompt set of directional motion prompts (benchmarks/i2v_prompts.py --directional)."""
+
+    name, atom = "motion_progress", "motion"
+
+    def signed(self, scene: Scene, details: dict, frames: int, scale: float) -> float | None:
+        disps = details.get("segment_disp")
+        if not scene.motions or disps is None or not all(m in DIRECTIONS for m in scene.motions):
+            return None
+        n = (frames - 1) / len(scene.motions)
+        return float(np.mean([signed_segment(m, np.asarray(x), n, scale) for m, x in zip(scene.motions, disps)]))
