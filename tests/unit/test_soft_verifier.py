@@ -88,7 +88,7 @@ def test_pan_progress_scores_the_asked_pan_above_its_opposite():
     assert torch.isnan(reward(video[None], [caption(still)]).scores).all()
 
 
-def test_motion_progress_scores_the_asked_motion_above_its_reverse():
+def test_motion_progress_scores_the_asked_motion_above_its_opposite():
     """By hand: at 32 px a 4-transition 'right' segment should travel 6 px: +3 px is progress 0.5, −3 px −0.5, +9 px
     capped at 1. On a rendered 'moves right, then moves up' clip the reward is near clean·1, on a frozen one near 1/2,
     on a rendered 'left, then down' clip near 0; a prompt whose motion is not directional ('bounces') scores NaN."""

@@ -80,7 +80,7 @@ def motion_prompts_with_frames(n: int, seed: int, world: WorldConfig,
     only motions along a direction, grammar.DIRECTIONAL_MOTIONS), with the first frames [n, 3, H, W] (float in
     [0, 1]) of their renderings; an error when 20 draws of 4n scenes hold fewer (a world config that hardly makes
     motion, e.g. ``p_pour`` near 1)."""
-    def wanted(s) -> bool:
+    def wanted(s: Scene) -> bool:
         return bool(s.motions) and not s.pour and (not directional or set(s.motions) <= set(DIRECTIONAL_MOTIONS))
 
     exs: list[Example] = []
